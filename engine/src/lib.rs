@@ -1,0 +1,27 @@
+//! The core of recsys: id maps, sparse embedding tables, the MF model on burn, the FAISS
+//! item index, popularity, metrics and synthetic data. Knows nothing of HTTP, Kafka or
+//! Redis; the trainer and serving crates bring those.
+
+pub mod device;
+pub mod ids;
+pub mod index;
+pub mod metrics;
+pub mod mf;
+pub mod popularity;
+pub mod store;
+pub mod synth;
+pub mod table;
+
+/// Errors of the engine. None of them is retryable by repeating the same call.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A setting is out of range; the message names the key.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("tensor operation failed: {0}")]
+    Tensor(String),
+    #[error("index: {0}")]
+    Index(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,143 @@
+//! Sparse embedding tables: row-major `f32` storage kept outside the autodiff graph, with
+//! row-wise Adagrad state (one accumulator per row, as in TorchRec's row-wise Adagrad).
+//! A training step touches only the rows of the ids in its batch, so its cost is
+//! O(batch · dim) whatever the size of the catalog.
+
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+/// Rows × `dim` matrix that grows on demand, plus one Adagrad accumulator per row.
+#[derive(Debug)]
+pub struct EmbeddingTable {
+    dim: usize,
+    rows: usize,
+    data: Vec<f32>,
+    accum: Vec<f32>,
+    init_scale: f32,
+    rng: StdRng,
+}
+
+impl EmbeddingTable {
+    /// An empty table whose new rows are drawn uniformly from ±`init_scale`.
+    pub fn new(dim: usize, init_scale: f32, seed: u64) -> Self {
+        assert!(dim > 0, "embedding dimension must be positive");
+        Self {
+            dim,
+            rows: 0,
+            data: Vec::new(),
+            accum: Vec::new(),
+            init_scale,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Makes sure rows `0..n` exist. Storage grows by amortised doubling (`Vec`), so a
+    /// stream of new ids costs O(1) per id on average.
+    pub fn ensure_rows(&mut self, n: usize) {
+        if n <= self.rows {
+            return;
+        }
+        let scale = self.init_scale;
+        let new_values = (n - self.rows) * self.dim;
+        self.data.reserve(new_values);
+        for _ in 0..new_values {
+            let x: f32 = self.rng.random_range(-1.0..1.0);
+            self.data.push(x * scale);
+        }
+        self.accum.resize(n, 0.0);
+        self.rows = n;
+    }
+
+    pub fn row(&self, r: u32) -> &[f32] {
+        let start = r as usize * self.dim;
+        &self.data[start..start + self.dim]
+    }
+
+    /// Copies the given rows, in order, into one `rows.len() × dim` buffer.
+    pub fn gather(&self, rows: &[u32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            out.extend_from_slice(self.row(r));
+        }
+        out
+    }
+
+    /// Row-wise Adagrad: for each row, `G += mean(g²)`, `w -= lr · g / (√G + ε)`.
+    /// `grads` is `rows.len() × dim`, aligned with `rows`; rows must be unique.
+    /// Rows whose gradient is not finite are left untouched and counted in the result.
+    pub fn adagrad_update(&mut self, rows: &[u32], grads: &[f32], lr: f32) -> usize {
+        const EPS: f32 = 1e-8;
+        debug_assert_eq!(grads.len(), rows.len() * self.dim);
+        let mut skipped = 0;
+        for (i, &r) in rows.iter().enumerate() {
+            let g = &grads[i * self.dim..(i + 1) * self.dim];
+            let sq = g.iter().map(|x| x * x).sum::<f32>() / self.dim as f32;
+            if !sq.is_finite() {
+                skipped += 1;
+                continue;
+            }
+            let acc = &mut self.accum[r as usize];
+            *acc += sq;
+            let step = lr / (acc.sqrt() + EPS);
+            let start = r as usize * self.dim;
+            for (w, gi) in self.data[start..start + self.dim].iter_mut().zip(g) {
+                *w -= step * gi;
+            }
+        }
+        skipped
+    }
+
+    /// Bytes held by values and optimizer state.
+    pub fn memory_bytes(&self) -> usize {
+        (self.data.capacity() + self.accum.capacity()) * std::mem::size_of::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_keeps_old_rows_and_is_seeded() {
+        let mut t = EmbeddingTable::new(4, 0.1, 7);
+        t.ensure_rows(2);
+        let r1 = t.row(1).to_vec();
+        t.ensure_rows(100);
+        assert_eq!(t.rows(), 100);
+        assert_eq!(t.row(1), r1.as_slice());
+        assert!(t.row(99).iter().all(|x| x.abs() <= 0.1));
+        let mut u = EmbeddingTable::new(4, 0.1, 7);
+        u.ensure_rows(2);
+        assert_eq!(u.row(1), r1.as_slice());
+    }
+
+    #[test]
+    fn adagrad_touches_only_given_rows_and_descends() {
+        let mut t = EmbeddingTable::new(2, 0.1, 1);
+        t.ensure_rows(3);
+        let before = t.gather(&[0, 1, 2]);
+        let skipped = t.adagrad_update(&[1], &[1.0, -1.0], 0.5);
+        assert_eq!(skipped, 0);
+        assert_eq!(t.row(0), &before[0..2]);
+        assert_eq!(t.row(2), &before[4..6]);
+        // First step of Adagrad moves by lr · sign(g) when all |g| are equal.
+        assert!((t.row(1)[0] - (before[2] - 0.5)).abs() < 1e-5);
+        assert!((t.row(1)[1] - (before[3] + 0.5)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn non_finite_gradient_leaves_row_finite() {
+        let mut t = EmbeddingTable::new(2, 0.1, 1);
+        t.ensure_rows(1);
+        let before = t.row(0).to_vec();
+        assert_eq!(t.adagrad_update(&[0], &[f32::NAN, 1.0], 0.5), 1);
+        assert_eq!(t.row(0), before.as_slice());
+    }
+}

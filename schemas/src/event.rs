@@ -1,0 +1,283 @@
+//! The interaction event: what producers write to the `events` topic (one JSON object per
+//! message) and what `POST /v1/events` accepts. Parsing and validation live together so
+//! that every entry point rejects the same inputs with the same field-naming message.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest user or item id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest `kind` and `event_id`, in bytes.
+pub const MAX_TAG_BYTES: usize = 64;
+
+/// A validated interaction of a user with an item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub user_id: String,
+    pub item_id: String,
+    /// `view`, `click`, `purchase`, ...; `interaction` when the producer does not say.
+    pub kind: String,
+    /// Strength of the signal; finite. Defaults by kind (see [`default_weight`]).
+    pub weight: f32,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// Producer-chosen id used to drop duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+/// Why an event was rejected. `field` names the offending JSON key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("event is not valid JSON: {0}")]
+    Json(String),
+    #[error("event must be a JSON object")]
+    NotAnObject,
+    #[error("field `{field}`: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+impl EventError {
+    fn field(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Field {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The JSON key the error is about, if it is about one.
+    pub fn field_name(&self) -> Option<&'static str> {
+        match self {
+            Self::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Weight of an event whose producer gave none: stronger signals for stronger actions.
+pub fn default_weight(kind: &str) -> f32 {
+    match kind {
+        "view" | "impression_click" => 0.5,
+        "like" | "add_to_cart" | "share" => 2.0,
+        "purchase" | "order" => 4.0,
+        _ => 1.0,
+    }
+}
+
+impl Event {
+    /// Parses and validates one event. `default_ts` (ms) is used when the event carries no
+    /// `ts`: for Kafka messages the message timestamp, for HTTP the time of receipt.
+    pub fn from_json(bytes: &[u8], default_ts: i64) -> Result<Self, EventError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| EventError::Json(e.to_string()))?;
+        match value {
+            Value::Object(map) => Self::from_map(&map, default_ts),
+            _ => Err(EventError::NotAnObject),
+        }
+    }
+
+    /// Validates an already-parsed JSON object (unknown keys are ignored).
+    pub fn from_map(map: &Map<String, Value>, default_ts: i64) -> Result<Self, EventError> {
+        let user_id = id_field(map, "user_id")?;
+        let item_id = id_field(map, "item_id")?;
+        let kind = match map.get("kind") {
+            None | Some(Value::Null) => "interaction".to_owned(),
+            Some(Value::String(s)) => tag(s, "kind")?,
+            Some(_) => return Err(EventError::field("kind", "must be a string")),
+        };
+        let weight = match map.get("weight") {
+            None | Some(Value::Null) => default_weight(&kind),
+            Some(Value::Number(n)) => {
+                let w = n
+                    .as_f64()
+                    .ok_or_else(|| EventError::field("weight", "must be a number"))?;
+                let w32 = w as f32;
+                if !w.is_finite() || !w32.is_finite() {
+                    return Err(EventError::field("weight", "must be a finite number"));
+                }
+                w32
+            }
+            Some(_) => return Err(EventError::field("weight", "must be a number")),
+        };
+        let ts = match map.get("ts") {
+            None | Some(Value::Null) => default_ts,
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+                EventError::field("ts", "must be an integer (milliseconds since the epoch)")
+            })?,
+            Some(_) => {
+                return Err(EventError::field(
+                    "ts",
+                    "must be an integer (milliseconds since the epoch)",
+                ));
+            }
+        };
+        if ts < 0 {
+            return Err(EventError::field("ts", "must not be negative"));
+        }
+        let event_id = match map.get("event_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(tag(s, "event_id")?),
+            Some(_) => return Err(EventError::field("event_id", "must be a string")),
+        };
+        Ok(Self {
+            user_id,
+            item_id,
+            kind,
+            weight,
+            ts,
+            event_id,
+        })
+    }
+
+    /// Validates a constructed event (for events built in code rather than parsed).
+    pub fn validate(&self) -> Result<(), EventError> {
+        check_id(&self.user_id, "user_id")?;
+        check_id(&self.item_id, "item_id")?;
+        if !self.weight.is_finite() {
+            return Err(EventError::field("weight", "must be a finite number"));
+        }
+        if self.ts < 0 {
+            return Err(EventError::field("ts", "must not be negative"));
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+fn id_field(map: &Map<String, Value>, field: &'static str) -> Result<String, EventError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Err(EventError::field(field, "is required")),
+        Some(Value::String(s)) => {
+            check_id(s, field)?;
+            Ok(s.clone())
+        }
+        Some(_) => Err(EventError::field(field, "must be a string")),
+    }
+}
+
+fn check_id(id: &str, field: &'static str) -> Result<(), EventError> {
+    if id.is_empty() {
+        return Err(EventError::field(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(EventError::field(
+            field,
+            format!("is {} bytes, longer than {MAX_ID_BYTES}", id.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn tag(s: &str, field: &'static str) -> Result<String, EventError> {
+    if s.is_empty() || s.len() > MAX_TAG_BYTES {
+        return Err(EventError::field(
+            field,
+            format!("must be 1..={MAX_TAG_BYTES} bytes"),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Event, EventError> {
+        Event::from_json(s.as_bytes(), 1_000)
+    }
+
+    fn field_of(s: &str) -> &'static str {
+        parse(s).unwrap_err().field_name().expect("a field error")
+    }
+
+    #[test]
+    fn minimal_event_takes_defaults() {
+        let e = parse(r#"{"user_id":"u1","item_id":"i9","extra":[1,2]}"#).unwrap();
+        assert_eq!(e.kind, "interaction");
+        assert_eq!(e.weight, 1.0);
+        assert_eq!(e.ts, 1_000);
+        assert_eq!(e.event_id, None);
+    }
+
+    #[test]
+    fn weight_defaults_by_kind() {
+        let e = parse(r#"{"user_id":"u","item_id":"i","kind":"purchase"}"#).unwrap();
+        assert_eq!(e.weight, 4.0);
+        let e = parse(r#"{"user_id":"u","item_id":"i","kind":"purchase","weight":0.25}"#).unwrap();
+        assert_eq!(e.weight, 0.25);
+    }
+
+    #[test]
+    fn rejects_empty_user_id() {
+        assert_eq!(field_of(r#"{"user_id":"","item_id":"i"}"#), "user_id");
+    }
+
+    #[test]
+    fn rejects_empty_item_id() {
+        assert_eq!(field_of(r#"{"user_id":"u","item_id":""}"#), "item_id");
+    }
+
+    #[test]
+    fn rejects_missing_ids() {
+        assert_eq!(field_of(r#"{"item_id":"i"}"#), "user_id");
+        assert_eq!(field_of(r#"{"user_id":"u"}"#), "item_id");
+    }
+
+    #[test]
+    fn rejects_id_longer_than_256_bytes() {
+        let ok = "x".repeat(MAX_ID_BYTES);
+        assert!(parse(&format!(r#"{{"user_id":"{ok}","item_id":"i"}}"#)).is_ok());
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        let err = parse(&format!(r#"{{"user_id":"u","item_id":"{long}"}}"#)).unwrap_err();
+        assert_eq!(err.field_name(), Some("item_id"));
+        assert!(err.to_string().contains("257 bytes"), "{err}");
+    }
+
+    #[test]
+    fn rejects_non_finite_weight() {
+        // JSON has no NaN literal; an overflowing literal is the way one arrives.
+        assert_eq!(
+            field_of(r#"{"user_id":"u","item_id":"i","weight":1e39}"#),
+            "weight"
+        );
+        let mut e = parse(r#"{"user_id":"u","item_id":"i"}"#).unwrap();
+        e.weight = f32::NAN;
+        assert_eq!(e.validate().unwrap_err().field_name(), Some("weight"));
+    }
+
+    #[test]
+    fn rejects_weight_of_wrong_type() {
+        assert_eq!(
+            field_of(r#"{"user_id":"u","item_id":"i","weight":"heavy"}"#),
+            "weight"
+        );
+    }
+
+    #[test]
+    fn rejects_timestamp_that_is_not_an_integer() {
+        assert_eq!(field_of(r#"{"user_id":"u","item_id":"i","ts":1.5}"#), "ts");
+        assert_eq!(
+            field_of(r#"{"user_id":"u","item_id":"i","ts":"2026-01-01"}"#),
+            "ts"
+        );
+        assert_eq!(field_of(r#"{"user_id":"u","item_id":"i","ts":-5}"#), "ts");
+    }
+
+    #[test]
+    fn rejects_ids_of_wrong_type_and_non_objects() {
+        assert_eq!(field_of(r#"{"user_id":7,"item_id":"i"}"#), "user_id");
+        assert_eq!(parse("[1]").unwrap_err(), EventError::NotAnObject);
+        assert!(matches!(parse("{nope"), Err(EventError::Json(_))));
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let e = parse(r#"{"user_id":"u","item_id":"i","kind":"click","ts":42,"event_id":"e1"}"#)
+            .unwrap();
+        assert_eq!(Event::from_json(&e.to_json(), 0).unwrap(), e);
+    }
+}

@@ -1,0 +1,401 @@
+//! `recsys demo`: the whole pipeline on one machine with nothing installed. An embedded
+//! Kafka-protocol broker, a synthetic stream produced through a real rdkafka producer, the
+//! online trainer and the HTTP server in this process, and the API queried over HTTP for
+//! every evaluated user, so the reported recall and latency are those of the real path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use recsys_engine::ids::IdMap;
+use recsys_engine::metrics::{Mean, recall_at_k};
+use recsys_engine::popularity::Popularity;
+use recsys_engine::synth::{SynthConfig, SynthData};
+use serde::Serialize;
+
+use crate::allinone::{Pipeline, memory_store};
+use crate::config::Config;
+use crate::embedded::EmbeddedKafka;
+use crate::http::HttpClient;
+
+/// Scale of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub users: usize,
+    pub items: usize,
+    pub events: usize,
+    pub seed: u64,
+    /// Users whose recommendations are requested over HTTP and evaluated.
+    pub queries: usize,
+    /// Deliberately malformed messages mixed into the stream.
+    pub malformed: usize,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            users: 5_000,
+            items: 2_000,
+            events: 300_000,
+            seed: 42,
+            queries: 2_000,
+            malformed: 3,
+        }
+    }
+}
+
+/// What the demo measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    /// Events trained on.
+    pub events: u64,
+    pub events_rejected: u64,
+    /// Events per second of training-step time.
+    pub train_events_per_s: f64,
+    /// Events per second from the first consumed message to the last trained batch.
+    pub ingest_events_per_s: f64,
+    pub recall_at_10: f64,
+    pub popularity_recall_at_10: f64,
+    pub http_p50_ms: f64,
+    pub http_p99_ms: f64,
+    pub queries: usize,
+    /// Recommended items the user had already interacted with (must be 0).
+    pub seen_items_returned: usize,
+    pub sources: HashMap<String, usize>,
+    #[serde(skip)]
+    pub samples: Vec<String>,
+}
+
+pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
+    let synth = SynthConfig {
+        users: opts.users,
+        items: opts.items,
+        events: opts.events,
+        seed: opts.seed,
+        ..SynthConfig::default()
+    };
+    let data = synth.generate().map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "generated {} training events for {} users x {} items (seed {}), {} held out",
+        data.train.len(),
+        opts.users,
+        opts.items,
+        opts.seed,
+        data.test.iter().map(|t| t.1.len()).sum::<usize>()
+    );
+
+    let kafka =
+        EmbeddedKafka::start(&[(&cfg.trainer.topic, 4), (&cfg.trainer.dead_letter_topic, 1)])?;
+    let mut cfg = cfg;
+    cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
+    cfg.serving.bind = "127.0.0.1:0".into();
+    eprintln!("embedded Kafka broker at {}", cfg.trainer.brokers);
+
+    let produce_started = Instant::now();
+    let produced = produce(
+        &cfg.trainer.brokers,
+        &cfg.trainer.topic,
+        &data,
+        opts.malformed,
+    )?;
+    eprintln!(
+        "produced {produced} messages in {:.2}s",
+        produce_started.elapsed().as_secs_f64()
+    );
+
+    let (writer, reader) = memory_store(cfg.trainer.history_len);
+    let mut pipeline = Pipeline::start(&cfg, writer, reader)?;
+    let ingest_secs = pipeline
+        .wait_for(produced as u64, Duration::from_secs(600))
+        .await?;
+    pipeline.stop_trainer().await?;
+    let stats = pipeline.stats.clone();
+    let trained = stats.events_trained.load(Ordering::Relaxed);
+    eprintln!(
+        "trained {trained} events in {ingest_secs:.2}s wall ({:.0} events/s in training steps); \
+         {} rejected to the dead-letter topic; last batch loss {:.3}",
+        stats.train_events_per_s(),
+        stats.events_rejected.load(Ordering::Relaxed),
+        stats.last_loss()
+    );
+    let addr = pipeline.addr;
+
+    let eval_users: Vec<usize> = spread(data.test.len(), opts.queries);
+    let eval = {
+        let data = data.clone();
+        let users = eval_users.clone();
+        tokio::task::spawn_blocking(move || query_all(addr, &data, &users)).await??
+    };
+    let popularity_recall = popularity_recall(&data, &eval_users);
+    pipeline.shutdown().await?;
+    drop(kafka);
+
+    let mut lat = eval.latencies_ms.clone();
+    lat.sort_by(f64::total_cmp);
+    Ok(DemoReport {
+        events: trained,
+        events_rejected: stats.events_rejected.load(Ordering::Relaxed),
+        train_events_per_s: stats.train_events_per_s(),
+        ingest_events_per_s: trained as f64 / ingest_secs,
+        recall_at_10: eval.recall.value(),
+        popularity_recall_at_10: popularity_recall,
+        http_p50_ms: percentile(&lat, 0.50),
+        http_p99_ms: percentile(&lat, 0.99),
+        queries: lat.len(),
+        seen_items_returned: eval.seen_returned,
+        sources: eval.sources,
+        samples: eval.samples,
+    })
+}
+
+/// Sends the training stream (keyed by user) through a real producer, plus `malformed`
+/// broken messages spread through it. Returns the number of messages sent.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    data: &SynthData,
+    malformed: usize,
+) -> anyhow::Result<usize> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let broken: Vec<(&str, Vec<u8>)> = [
+        r#"{"user_id":"","item_id":"i1"}"#,
+        "this is not json",
+        r#"{"user_id":"u1","item_id":"i1","ts":1.5}"#,
+    ]
+    .iter()
+    .cycle()
+    .take(malformed)
+    .map(|s| ("bad", s.as_bytes().to_vec()))
+    .collect();
+    let mut sent = 0;
+    let step = (data.train.len() / (malformed + 1)).max(1);
+    let mut broken = broken.into_iter();
+    for (n, event) in data.train.iter().enumerate() {
+        send(&producer, topic, &event.user_id, &event.to_json())?;
+        sent += 1;
+        if n % step == step - 1
+            && let Some((key, payload)) = broken.next()
+        {
+            send(&producer, topic, key, &payload)?;
+            sent += 1;
+        }
+    }
+    for (key, payload) in broken {
+        send(&producer, topic, key, &payload)?;
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(sent)
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+struct Evaluation {
+    recall: Mean,
+    latencies_ms: Vec<f64>,
+    seen_returned: usize,
+    sources: HashMap<String, usize>,
+    samples: Vec<String>,
+}
+
+/// Requests recommendations for each user over HTTP and scores them against the users'
+/// held-out future.
+fn query_all(addr: SocketAddr, data: &SynthData, users: &[usize]) -> anyhow::Result<Evaluation> {
+    let mut seen: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for e in &data.train {
+        seen.entry(&e.user_id).or_default().insert(&e.item_id);
+    }
+    let mut client = HttpClient::connect(addr)?;
+    let mut eval = Evaluation {
+        recall: Mean::default(),
+        latencies_ms: Vec::with_capacity(users.len()),
+        seen_returned: 0,
+        sources: HashMap::new(),
+        samples: Vec::new(),
+    };
+    for (n, &u) in users.iter().enumerate() {
+        let (user, future) = &data.test[u];
+        let started = Instant::now();
+        let resp = client.get(&format!("/v1/users/{user}/recommendations?k=10"))?;
+        eval.latencies_ms
+            .push(started.elapsed().as_secs_f64() * 1e3);
+        if resp.status != 200 {
+            bail!(
+                "GET recommendations for {user}: {} {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            );
+        }
+        let body = resp.json()?;
+        let items: Vec<String> = body["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .filter_map(|i| i["item_id"].as_str().map(str::to_owned))
+            .collect();
+        let source = body["source"].as_str().unwrap_or("?").to_owned();
+        *eval.sources.entry(source.clone()).or_default() += 1;
+        let user_seen = seen.get(user.as_str());
+        eval.seen_returned += items
+            .iter()
+            .filter(|i| user_seen.is_some_and(|s| s.contains(i.as_str())))
+            .count();
+        let relevant: HashSet<String> = future.iter().cloned().collect();
+        if let Some(r) = recall_at_k(&items, &relevant, 10) {
+            eval.recall.push(r);
+        }
+        if n < 3 {
+            eval.samples.push(describe(data, u, &items, &source));
+        }
+    }
+    Ok(eval)
+}
+
+/// One line showing a user's planted taste next to what they were recommended.
+fn describe(data: &SynthData, u: usize, items: &[String], source: &str) -> String {
+    let cluster = |item: &str| -> String {
+        item[1..]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| data.item_cluster.get(i))
+            .map_or("?".into(), |c| format!("c{c}"))
+    };
+    let likes: Vec<String> = data.user_clusters[u]
+        .iter()
+        .map(|(c, w)| format!("c{c}:{w:.2}"))
+        .collect();
+    let recs: Vec<String> = items
+        .iter()
+        .take(6)
+        .map(|i| format!("{i}({})", cluster(i)))
+        .collect();
+    let (user, future) = &data.test[u];
+    format!(
+        "{user} likes [{}] -> {source}: {} | held out: {}",
+        likes.join(" "),
+        recs.join(" "),
+        future
+            .iter()
+            .map(|i| format!("{i}({})", cluster(i)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Recall@10 of most-popular-unseen for the evaluated users.
+fn popularity_recall(data: &SynthData, users: &[usize]) -> f64 {
+    let mut ids = IdMap::new();
+    let mut pop = Popularity::new(f64::INFINITY);
+    let mut seen: HashMap<&str, HashSet<u32>> = HashMap::new();
+    for e in &data.train {
+        let row = ids.get_or_insert(&e.item_id);
+        pop.add(row, e.weight, e.ts);
+        seen.entry(&e.user_id).or_default().insert(row);
+    }
+    let empty = HashSet::new();
+    let mut mean = Mean::default();
+    for &u in users {
+        let (user, future) = &data.test[u];
+        let top: Vec<String> = pop
+            .top_k(10, seen.get(user.as_str()).unwrap_or(&empty))
+            .iter()
+            .filter_map(|(r, _)| ids.id(*r).map(str::to_owned))
+            .collect();
+        let relevant: HashSet<String> = future.iter().cloned().collect();
+        if let Some(r) = recall_at_k(&top, &relevant, 10) {
+            mean.push(r);
+        }
+    }
+    mean.value()
+}
+
+/// Up to `n` indices spread evenly over `0..len`.
+fn spread(len: usize, n: usize) -> Vec<usize> {
+    if n >= len {
+        return (0..len).collect();
+    }
+    (0..n).map(|k| k * len / n).collect()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[idx]
+}
+
+impl DemoReport {
+    /// The human-readable report.
+    pub fn print(&self) {
+        println!("events trained           {}", self.events);
+        println!("events rejected (DLQ)    {}", self.events_rejected);
+        println!(
+            "training throughput      {:.0} events/s (training steps)",
+            self.train_events_per_s
+        );
+        println!(
+            "end-to-end ingest        {:.0} events/s (consume + train + publish)",
+            self.ingest_events_per_s
+        );
+        println!("Recall@10, learned MF    {:.4}", self.recall_at_10);
+        println!(
+            "Recall@10, popularity    {:.4}",
+            self.popularity_recall_at_10
+        );
+        println!(
+            "HTTP latency             p50 {:.3} ms, p99 {:.3} ms over {} queries",
+            self.http_p50_ms, self.http_p99_ms, self.queries
+        );
+        println!("answer sources           {:?}", self.sources);
+        println!("seen items returned      {}", self.seen_items_returned);
+        println!("sample recommendations (item(cluster)):");
+        for s in &self.samples {
+            println!("  {s}");
+        }
+    }
+
+    /// The one-line JSON summary.
+    pub fn json_line(&self) -> String {
+        serde_json::json!({
+            "events": self.events,
+            "train_events_per_s": round(self.train_events_per_s, 1),
+            "recall_at_10": round(self.recall_at_10, 4),
+            "popularity_recall_at_10": round(self.popularity_recall_at_10, 4),
+            "http_p50_ms": round(self.http_p50_ms, 3),
+            "http_p99_ms": round(self.http_p99_ms, 3),
+        })
+        .to_string()
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}

@@ -1,0 +1,9 @@
+//! The all-in-one `recsys` command line as a library, so integration tests drive the same
+//! code: configuration, the embedded broker, the in-process wiring and the demo.
+
+pub mod allinone;
+pub mod config;
+pub mod demo;
+pub mod embedded;
+pub mod http;
+pub mod run;

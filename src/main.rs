@@ -1,0 +1,83 @@
+//! `recsys`: the all-in-one command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use recsys::config::Config;
+use recsys::demo::{self, DemoOptions};
+
+#[derive(Parser)]
+#[command(name = "recsys", version, about = "Streaming recommendation engine")]
+struct Cli {
+    /// TOML config file (defaults are compiled in; RECSYS__SECTION__KEY variables override).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline on an embedded broker with synthetic data and report.
+    Demo {
+        #[arg(long, default_value_t = DemoOptions::default().users)]
+        users: usize,
+        #[arg(long, default_value_t = DemoOptions::default().items)]
+        items: usize,
+        /// Training events in the stream.
+        #[arg(long, default_value_t = DemoOptions::default().events)]
+        events: usize,
+        #[arg(long, default_value_t = DemoOptions::default().seed)]
+        seed: u64,
+        /// Users queried over HTTP and evaluated.
+        #[arg(long, default_value_t = DemoOptions::default().queries)]
+        queries: usize,
+        /// Print the summary as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trainer and HTTP server in one process against the configured brokers and store.
+    Run,
+    /// Print the effective configuration (defaults + file + environment) and exit.
+    Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,recsys=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Demo {
+            users,
+            items,
+            events,
+            seed,
+            queries,
+            json,
+        } => {
+            let opts = DemoOptions {
+                users,
+                items,
+                events,
+                seed,
+                queries,
+                ..DemoOptions::default()
+            };
+            let report = demo::run(cfg, opts).await?;
+            report.print();
+            if json {
+                println!("{}", report.json_line());
+            }
+        }
+        Command::Run => recsys::run::run(cfg).await?,
+        Command::Config => print!("{}", toml::to_string_pretty(&cfg)?),
+    }
+    Ok(())
+}

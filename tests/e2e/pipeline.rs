@@ -1,0 +1,212 @@
+//! The whole path: events produced to a Kafka-protocol broker, trained on, user vectors
+//! written to a real redis-server, recommendations fetched over HTTP.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use recsys::allinone::Pipeline;
+use recsys::config::Config;
+use recsys::demo::produce;
+use recsys::embedded::EmbeddedKafka;
+use recsys::http::HttpClient;
+use recsys_engine::synth::SynthConfig;
+use recsys_serving::{RedisUserVectorStore, UserVectorStore};
+use recsys_trainer::sink::{RedisUserVectorSink, UserVectorSink};
+
+use crate::support::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_to_recommendations_over_http() {
+    let redis = RedisServer::start();
+    let kafka = EmbeddedKafka::start(&[("events", 2), ("events-dlq", 1)]).unwrap();
+    let mut cfg = Config::default();
+    cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
+    cfg.trainer.batch_size = 256;
+    cfg.trainer.publish_interval_ms = 100;
+    cfg.serving.bind = "127.0.0.1:0".into();
+    cfg.serving.workers = 1;
+
+    let data = SynthConfig {
+        users: 300,
+        items: 200,
+        events: 12_000,
+        clusters: 8,
+        seed: 11,
+        ..SynthConfig::default()
+    }
+    .generate()
+    .unwrap();
+    let sent = {
+        let (brokers, data) = (cfg.trainer.brokers.clone(), data.clone());
+        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(sent, data.train.len() + 3);
+
+    let writer: Arc<dyn UserVectorSink> = Arc::new(
+        RedisUserVectorSink::connect(&redis.url(), 3600, cfg.trainer.history_len)
+            .await
+            .unwrap(),
+    );
+    let reader: Arc<dyn UserVectorStore> = Arc::new(
+        RedisUserVectorStore::connect(&redis.url(), Duration::from_millis(500))
+            .await
+            .unwrap(),
+    );
+    let mut pipeline = Pipeline::start(&cfg, writer, reader).unwrap();
+    pipeline
+        .wait_for(sent as u64, Duration::from_secs(120))
+        .await
+        .unwrap();
+    pipeline.stop_trainer().await.unwrap();
+    assert_eq!(
+        pipeline
+            .stats
+            .events_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        pipeline
+            .stats
+            .events_trained
+            .load(std::sync::atomic::Ordering::Relaxed),
+        data.train.len() as u64
+    );
+
+    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
+    for e in &data.train {
+        seen.entry(e.user_id.clone())
+            .or_default()
+            .insert(e.item_id.clone());
+    }
+    let addr = pipeline.addr;
+    let users: Vec<String> = data.test.iter().step_by(10).map(|t| t.0.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut http = HttpClient::connect(addr).unwrap();
+        for user in &users {
+            let resp = http
+                .get(&format!("/v1/users/{user}/recommendations?k=10"))
+                .unwrap();
+            assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+            let body = resp.json().unwrap();
+            assert_eq!(body["source"], "personal", "{body}");
+            assert_eq!(body["model_generation"], 1);
+            assert_eq!(body["fallback"], false);
+            let items = body["items"].as_array().unwrap();
+            assert_eq!(items.len(), 10);
+            let scores: Vec<f64> = items.iter().map(|i| i["score"].as_f64().unwrap()).collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score");
+            for item in items {
+                let id = item["item_id"].as_str().unwrap();
+                assert!(
+                    !seen[user].contains(id),
+                    "{user} was recommended seen item {id}"
+                );
+            }
+        }
+
+        // A user the trainer never saw gets popular items, not an error.
+        let body = http
+            .get("/v1/users/never-seen/recommendations")
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(body["source"], "popular");
+        assert_eq!(body["items"].as_array().unwrap().len(), 10);
+
+        // `exclude` is honoured.
+        let first = http
+            .get(&format!("/v1/users/{}/recommendations?k=1", users[0]))
+            .unwrap()
+            .json()
+            .unwrap()["items"][0]["item_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let again = http
+            .get(&format!(
+                "/v1/users/{}/recommendations?k=5&exclude={first}",
+                users[0]
+            ))
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            again["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["item_id"] != first.as_str())
+        );
+
+        for (path, status, needle) in [
+            ("/v1/users/u1/recommendations?k=abc", 400, "k must be"),
+            ("/v1/users/u1/recommendations?k=0", 400, "k must be"),
+            ("/v1/users/u1/recommendations?k=101", 400, "k must be"),
+            ("/v1/users/u1/recommendations?k=-3", 400, "k must be"),
+            ("/v1/nope", 404, "no route"),
+        ] {
+            let resp = http.get(path).unwrap();
+            assert_eq!(resp.status, status, "{path}");
+            let body = resp.json().unwrap();
+            assert!(
+                body["error"].as_str().unwrap().contains(needle),
+                "{path}: {body}"
+            );
+        }
+        let resp = http
+            .post_json("/v1/users/u1/recommendations", b"{}")
+            .unwrap();
+        assert_eq!(resp.status, 405);
+        assert!(resp.json().unwrap()["error"].is_string());
+        let health = http.get("/healthz").unwrap();
+        assert_eq!(
+            (health.status, health.json().unwrap()["status"].clone()),
+            (200, "ok".into())
+        );
+    })
+    .await
+    .unwrap();
+
+    // The three malformed messages are in the dead-letter topic with their provenance.
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&["events-dlq"]).unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let headers = msg.headers().expect("dead letters carry headers");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert!(header("source_offset").unwrap().parse::<i64>().is_ok());
+        assert!(header("source_partition").is_some());
+        reasons.push(header("reason").unwrap());
+    }
+    reasons.sort();
+    assert!(reasons.iter().any(|r| r.contains("user_id")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("`ts`")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    pipeline.shutdown().await.unwrap();
+}

@@ -1,0 +1,111 @@
+//! Trainer settings (the `[trainer]` section of the config file).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainerError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    /// Events per training step.
+    pub batch_size: usize,
+    /// A partial batch is trained after waiting this long for more events.
+    pub batch_timeout_ms: u64,
+    /// Changed user and item vectors are published at most this often.
+    pub publish_interval_ms: u64,
+    /// Recent items kept per user (serving excludes them from recommendations).
+    pub history_len: usize,
+    /// Time to live of user vectors in the store, seconds.
+    pub user_vector_ttl_s: u64,
+    /// Half-life of the popularity counts, seconds.
+    pub popularity_half_life_s: f64,
+    /// Popular items published for the fallback path.
+    pub popular_items: usize,
+    /// Model generation this trainer evolves.
+    pub generation: u64,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            topic: recsys_schemas::contract::EVENTS_TOPIC.into(),
+            dead_letter_topic: recsys_schemas::contract::DEAD_LETTER_TOPIC.into(),
+            group_id: "recsys-trainer".into(),
+            batch_size: 1024,
+            batch_timeout_ms: 200,
+            publish_interval_ms: 1000,
+            history_len: 500,
+            user_vector_ttl_s: 30 * 86_400,
+            popularity_half_life_s: 7.0 * 86_400.0,
+            popular_items: 1000,
+            generation: 1,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Checks every setting; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(TrainerError::Config(format!("trainer.{key}: {why}")));
+        if self.brokers.trim().is_empty() {
+            return bad("brokers", "must not be empty");
+        }
+        if self.topic.is_empty() {
+            return bad("topic", "must not be empty");
+        }
+        if self.dead_letter_topic.is_empty() || self.dead_letter_topic == self.topic {
+            return bad(
+                "dead_letter_topic",
+                "must be set and differ from trainer.topic",
+            );
+        }
+        if self.group_id.is_empty() {
+            return bad("group_id", "must not be empty");
+        }
+        if !(1..=65_536).contains(&self.batch_size) {
+            return bad("batch_size", "must be in 1..=65536");
+        }
+        if self.batch_timeout_ms == 0 {
+            return bad("batch_timeout_ms", "must be positive");
+        }
+        if self.publish_interval_ms == 0 {
+            return bad("publish_interval_ms", "must be positive");
+        }
+        if self.history_len == 0 {
+            return bad("history_len", "must be positive");
+        }
+        if self.user_vector_ttl_s == 0 {
+            return bad("user_vector_ttl_s", "must be positive");
+        }
+        if self.popularity_half_life_s.is_nan() || self.popularity_half_life_s <= 0.0 {
+            return bad("popularity_half_life_s", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_errors_name_the_key() {
+        TrainerConfig::default().validate().unwrap();
+        let cfg = TrainerConfig {
+            batch_size: 0,
+            ..TrainerConfig::default()
+        };
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("trainer.batch_size")
+        );
+    }
+}

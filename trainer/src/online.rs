@@ -1,0 +1,336 @@
+//! The online training loop: consume `events`, micro-batch, train a step on a blocking
+//! thread, publish changed vectors every `publish_interval`. A message that fails to parse
+//! or validate is counted, logged and sent to the dead-letter topic with its source
+//! partition, offset and reason; it never stops the loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use recsys_engine::mf::MfModel;
+use recsys_engine::popularity::Popularity;
+use recsys_schemas::Event;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::sink::{ItemUpdate, ItemVectorSink, UserUpdate, UserVectorSink};
+use crate::{Result, TrainerConfig, TrainerError};
+
+/// Counters of the loop, readable while it runs.
+#[derive(Debug, Default)]
+pub struct TrainerStats {
+    pub events_trained: AtomicU64,
+    pub events_rejected: AtomicU64,
+    pub batches: AtomicU64,
+    pub batches_skipped: AtomicU64,
+    /// Events in skipped batches (non-finite loss).
+    pub events_skipped: AtomicU64,
+    /// Time spent inside training steps.
+    pub train_nanos: AtomicU64,
+    pub publishes: AtomicU64,
+    pub publish_errors: AtomicU64,
+    /// Bits of the last finite batch loss (f32).
+    pub last_loss_bits: AtomicU64,
+}
+
+impl TrainerStats {
+    /// Events trained per second of training-step time.
+    pub fn train_events_per_s(&self) -> f64 {
+        let secs = self.train_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        if secs == 0.0 {
+            0.0
+        } else {
+            self.events_trained.load(Ordering::Relaxed) as f64 / secs
+        }
+    }
+
+    pub fn last_loss(&self) -> f32 {
+        f32::from_bits(self.last_loss_bits.load(Ordering::Relaxed) as u32)
+    }
+}
+
+/// Rows changed since the last publish, and the users' new items.
+#[derive(Default)]
+struct Dirty {
+    users: HashSet<u32>,
+    items: HashSet<u32>,
+    new_items: HashMap<u32, Vec<String>>,
+}
+
+/// The online trainer: owns the model while it runs and gives it back when stopped.
+pub struct OnlineTrainer {
+    cfg: TrainerConfig,
+    model: Option<MfModel>,
+    popularity: Popularity,
+    users: Arc<dyn UserVectorSink>,
+    items: Arc<dyn ItemVectorSink>,
+    stats: Arc<TrainerStats>,
+    dirty: Dirty,
+}
+
+impl OnlineTrainer {
+    pub fn new(
+        cfg: TrainerConfig,
+        model: MfModel,
+        users: Arc<dyn UserVectorSink>,
+        items: Arc<dyn ItemVectorSink>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            popularity: Popularity::new(cfg.popularity_half_life_s * 1000.0),
+            cfg,
+            model: Some(model),
+            users,
+            items,
+            stats: Arc::new(TrainerStats::default()),
+            dirty: Dirty::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<TrainerStats> {
+        self.stats.clone()
+    }
+
+    /// Consumes until `cancel` fires, then trains what is buffered, publishes, and returns
+    /// the model.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<MfModel> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.brokers)
+            .set("group.id", &self.cfg.group_id)
+            // Offsets come from checkpoints (trainer issue); never auto-commit.
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        consumer.subscribe(&[&self.cfg.topic])?;
+        let dlq: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.brokers)
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        info!(topic = %self.cfg.topic, group = %self.cfg.group_id, "trainer consuming");
+
+        let batch_timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
+        let publish_interval = Duration::from_millis(self.cfg.publish_interval_ms);
+        let mut batch: Vec<Event> = Vec::with_capacity(self.cfg.batch_size);
+        let mut batch_started = Instant::now();
+        let mut last_publish = Instant::now();
+        loop {
+            let wait = batch_timeout.saturating_sub(batch_started.elapsed());
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                received = tokio::time::timeout(wait.max(Duration::from_millis(1)), consumer.recv()) => {
+                    match received {
+                        Ok(Ok(msg)) => match parse(&msg) {
+                            Ok(event) => {
+                                if batch.is_empty() {
+                                    batch_started = Instant::now();
+                                }
+                                batch.push(event);
+                            }
+                            Err(reason) => self.reject(&dlq, &msg, &reason).await,
+                        },
+                        Ok(Err(e)) => warn!(error = %e, "kafka receive error; retrying"),
+                        Err(_elapsed) => {}
+                    }
+                }
+            }
+            let full = batch.len() >= self.cfg.batch_size;
+            let waited = !batch.is_empty() && batch_started.elapsed() >= batch_timeout;
+            if full || waited {
+                self.train(std::mem::take(&mut batch)).await?;
+                batch_started = Instant::now();
+            }
+            if last_publish.elapsed() >= publish_interval {
+                self.publish().await;
+                last_publish = Instant::now();
+            }
+        }
+        if !batch.is_empty() {
+            self.train(batch).await?;
+        }
+        self.publish().await;
+        info!(
+            trained = self.stats.events_trained.load(Ordering::Relaxed),
+            rejected = self.stats.events_rejected.load(Ordering::Relaxed),
+            "trainer stopped"
+        );
+        self.model
+            .take()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))
+    }
+
+    async fn reject(&self, dlq: &FutureProducer, msg: &BorrowedMessage<'_>, reason: &str) {
+        self.stats.events_rejected.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            partition = msg.partition(),
+            offset = msg.offset(),
+            reason,
+            "rejected event sent to the dead-letter topic"
+        );
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "source_partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "source_offset",
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.cfg.dead_letter_topic)
+                .payload(msg.payload().unwrap_or_default())
+                .headers(headers);
+        if let Some(key) = msg.key() {
+            record = record.key(key);
+        }
+        if let Err((e, _)) = dlq.send(record, Duration::from_secs(5)).await {
+            warn!(error = %e, "could not write to the dead-letter topic");
+        }
+    }
+
+    async fn train(&mut self, batch: Vec<Event>) -> Result<()> {
+        let mut model = self
+            .model
+            .take()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))?;
+        let (model, outcome, batch) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let outcome = model.train_events(&batch);
+            (model, outcome.map(|o| (o, started.elapsed())), batch)
+        })
+        .await
+        .map_err(|e| TrainerError::Task(e.to_string()))?;
+        let ((step, user_rows, item_rows), took) = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e.into());
+            }
+        };
+        self.stats
+            .train_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if step.skipped {
+            self.stats.batches_skipped.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .events_skipped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            warn!(events = batch.len(), "non-finite loss; batch skipped");
+        } else {
+            self.stats
+                .events_trained
+                .fetch_add(step.events as u64, Ordering::Relaxed);
+            self.stats
+                .last_loss_bits
+                .store(u64::from(step.loss.to_bits()), Ordering::Relaxed);
+            debug!(events = step.events, loss = step.loss, "trained batch");
+            self.dirty.users.extend(user_rows);
+            self.dirty.items.extend(item_rows);
+            for e in &batch {
+                let (Some(u), Some(i)) = (
+                    model.user_ids().get(&e.user_id),
+                    model.item_ids().get(&e.item_id),
+                ) else {
+                    continue;
+                };
+                self.popularity.add(i, e.weight, e.ts);
+                self.dirty
+                    .new_items
+                    .entry(u)
+                    .or_default()
+                    .push(e.item_id.clone());
+            }
+        }
+        self.model = Some(model);
+        Ok(())
+    }
+
+    /// Publishes changed vectors. A failing store is logged and counted and the changes
+    /// are kept for the next attempt; training goes on.
+    async fn publish(&mut self) {
+        let Some(model) = self.model.as_ref() else {
+            return;
+        };
+        if self.dirty.users.is_empty() && self.dirty.items.is_empty() {
+            return;
+        }
+        let generation = self.cfg.generation;
+        let dirty = std::mem::take(&mut self.dirty);
+        let users: Vec<UserUpdate> = dirty
+            .users
+            .iter()
+            .filter_map(|&row| {
+                Some(UserUpdate {
+                    user_id: model.user_ids().id(row)?.to_owned(),
+                    vector: model.user_vector_by_row(row).to_vec(),
+                    new_items: dirty.new_items.get(&row).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let items: Vec<ItemUpdate> = dirty
+            .items
+            .iter()
+            .filter_map(|&row| {
+                Some(ItemUpdate {
+                    item_id: model.item_ids().id(row)?.to_owned(),
+                    vector: model.item_vector_by_row(row).to_vec(),
+                })
+            })
+            .collect();
+        let popular: Vec<(String, f32)> = self
+            .popularity
+            .top_k(self.cfg.popular_items, &HashSet::new())
+            .into_iter()
+            .filter_map(|(row, s)| Some((model.item_ids().id(row)?.to_owned(), s)))
+            .collect();
+        // Items first: a user vector is only useful once the items it points at are
+        // searchable.
+        let result = async {
+            self.items.publish_items(generation, items).await?;
+            self.items.publish_popular(generation, popular).await?;
+            self.users.publish(generation, &users).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.stats.publishes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, retry = ?e.retry_hint(), "publish failed; will retry");
+                self.dirty.users.extend(dirty.users);
+                self.dirty.items.extend(dirty.items);
+                for (u, items) in dirty.new_items {
+                    let pending = self.dirty.new_items.entry(u).or_default();
+                    let mut merged = items;
+                    merged.append(pending);
+                    *pending = merged;
+                }
+            }
+        }
+    }
+}
+
+/// Parses a Kafka message into a validated event; the error is the dead-letter reason.
+fn parse(msg: &BorrowedMessage<'_>) -> Result<Event, String> {
+    let payload = msg.payload().ok_or_else(|| "empty message".to_owned())?;
+    let default_ts = msg.timestamp().to_millis().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    });
+    Event::from_json(payload, default_ts).map_err(|e| e.to_string())
+}
