@@ -1,47 +1,33 @@
-//! The all-in-one wiring: trainer and server in one process. Item vectors and the popular
-//! list go from the trainer straight into the serving catalog (the `item-vectors` topic
-//! will replace this hand-over between processes); user vectors go through a store, in
-//! memory or Redis.
+//! The all-in-one wiring: trainer and server in one process, joined the way separate
+//! processes are: item vectors and the popular list go through the `item-vectors` and
+//! `item-popularity` topics (and base snapshots, when `trainer.snapshot_dir` is set) to
+//! the serving catalog's follower; user vectors go through a store, in memory or Redis.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 use recsys_engine::device::autodiff_device;
 use recsys_engine::mf::MfModel;
 use recsys_engine::store::MemoryUserStore;
-use recsys_serving::{AppState, CatalogHolder, UserVectorStore};
-use recsys_trainer::sink::{ItemUpdate, ItemVectorSink, MemoryUserVectorSink, UserVectorSink};
-use recsys_trainer::{OnlineTrainer, Result, TrainerError, TrainerStats};
+use recsys_serving::{AppState, CatalogHolder, FollowStatus, ItemFollower, UserVectorStore};
+use recsys_trainer::sink::{KafkaItemVectorSink, MemoryUserVectorSink, UserVectorSink};
+use recsys_trainer::{OnlineTrainer, Result, TrainerStats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-/// Hands item vectors and popularity to a serving catalog in the same process.
-pub struct CatalogSink(pub Arc<CatalogHolder>);
-
-#[async_trait]
-impl ItemVectorSink for CatalogSink {
-    async fn publish_items(&self, generation: u64, updates: Vec<ItemUpdate>) -> Result<()> {
-        let catalog = self.0.clone();
-        let items = updates.into_iter().map(|u| (u.item_id, u.vector)).collect();
-        // Index builds and clones are CPU work: keep them off the async threads.
-        tokio::task::spawn_blocking(move || catalog.apply_items(generation, items))
-            .await
-            .map_err(|e| TrainerError::Task(e.to_string()))?
-            .map_err(|e| TrainerError::Task(e.to_string()))
-    }
-
-    async fn publish_popular(&self, generation: u64, items: Vec<(String, f32)>) -> Result<()> {
-        self.0
-            .set_popular(generation, items)
-            .map_err(|e| TrainerError::Task(e.to_string()))
-    }
+/// Every topic the pipeline uses, with partition counts, for an embedded broker.
+pub fn topics(cfg: &Config, event_partitions: i32) -> Vec<(String, i32)> {
+    vec![
+        (cfg.trainer.topic.clone(), event_partitions),
+        (cfg.trainer.dead_letter_topic.clone(), 1),
+        (cfg.trainer.item_vectors_topic.clone(), 4),
+        (cfg.trainer.popular_topic.clone(), 1),
+    ]
 }
 
 /// The in-memory user store as both halves.
@@ -61,15 +47,19 @@ pub struct Pipeline {
     pub addr: SocketAddr,
     pub catalog: Arc<CatalogHolder>,
     pub stats: Arc<TrainerStats>,
+    pub follow: Arc<FollowStatus>,
     started: Instant,
     cancel: CancellationToken,
     trainer: Option<JoinHandle<Result<MfModel>>>,
+    follow_cancel: CancellationToken,
+    follower: JoinHandle<recsys_serving::Result<()>>,
     server: ServerHandle,
     server_task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Pipeline {
-    /// Starts the server on `cfg.serving.bind` and the trainer on `cfg.trainer.brokers`.
+    /// Starts the server on `cfg.serving.bind`, the item follower and the trainer on
+    /// `cfg.trainer.brokers` (and `serving.follow.brokers` when set).
     pub fn start(
         cfg: &Config,
         writer: Arc<dyn UserVectorSink>,
@@ -79,21 +69,35 @@ impl Pipeline {
             cfg.serving.generation,
             cfg.index.clone(),
         ));
+        let mut follow_cfg = cfg.serving.follow.clone();
+        if follow_cfg.brokers.is_empty() {
+            follow_cfg.brokers = cfg.trainer.brokers.clone();
+        }
+        if follow_cfg.snapshot_dir.is_empty() {
+            follow_cfg.snapshot_dir = cfg.trainer.snapshot_dir.clone();
+        }
+        let follower = ItemFollower::new(follow_cfg, cfg.serving.generation, catalog.clone())?;
+        let follow = follower.status();
+        let follow_cancel = CancellationToken::new();
+        let follower = tokio::spawn(follower.run(follow_cancel.clone()));
+
         let (server, addr) = recsys_serving::start(AppState {
             catalog: catalog.clone(),
             users: reader,
             cfg: cfg.serving.clone(),
+            follow: follow.clone(),
         })
         .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
         let model = MfModel::new(cfg.model.clone(), autodiff_device(cfg.compute.backend)?)?;
-        let trainer = OnlineTrainer::new(
-            cfg.trainer.clone(),
-            model,
-            writer,
-            Arc::new(CatalogSink(catalog.clone())),
+        let items = KafkaItemVectorSink::new(
+            &cfg.trainer.brokers,
+            &cfg.trainer.item_vectors_topic,
+            &cfg.trainer.popular_topic,
         )?;
+        let trainer = OnlineTrainer::new(cfg.trainer.clone(), model, writer, Arc::new(items))?
+            .with_index_config(cfg.index.clone());
         let stats = trainer.stats();
         let cancel = CancellationToken::new();
         let trainer_task = tokio::spawn(trainer.run(cancel.clone()));
@@ -101,19 +105,40 @@ impl Pipeline {
             addr,
             catalog,
             stats,
+            follow,
             started: Instant::now(),
             cancel,
             trainer: Some(trainer_task),
+            follow_cancel,
+            follower,
             server: server_handle,
             server_task,
         })
     }
 
+    /// Waits until the serving catalog holds at least `items` items and a popular list
+    /// (both have come through their topics), or `timeout` passes.
+    pub async fn wait_for_catalog(&self, items: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let filled = |c: &recsys_serving::Catalog| c.item_count() >= items && !c.popular.is_empty();
+        while !filled(&self.catalog.load()) {
+            if self.follower.is_finished() {
+                bail!("the item follower stopped");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "serving catalog holds {} of {items} items after {timeout:?}",
+                    self.catalog.load().item_count()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// Messages the trainer has dealt with: trained, rejected or in a skipped batch.
     pub fn messages_done(&self) -> u64 {
-        self.stats.events_trained.load(Ordering::Relaxed)
-            + self.stats.events_rejected.load(Ordering::Relaxed)
-            + self.stats.events_skipped.load(Ordering::Relaxed)
+        self.stats.messages_done()
     }
 
     /// Waits until `messages` have been dealt with; errors if the trainer dies or
@@ -144,11 +169,11 @@ impl Pipeline {
         Ok(task.await.context("trainer task")??)
     }
 
-    /// Waits for Ctrl-C, or for the trainer or the server to stop on their own.
+    /// Waits for Ctrl-C or SIGTERM, or for the trainer to stop on its own.
     pub async fn run_until_signal(&mut self) -> anyhow::Result<()> {
         let trainer = self.trainer.as_mut().context("trainer already stopped")?;
         tokio::select! {
-            signal = tokio::signal::ctrl_c() => signal?,
+            signal = crate::run::shutdown_signal() => signal?,
             result = trainer => {
                 self.trainer = None;
                 result.context("trainer task")??;
@@ -165,6 +190,8 @@ impl Pipeline {
         }
         self.server.stop(true).await;
         self.server_task.await??;
+        self.follow_cancel.cancel();
+        self.follower.await??;
         Ok(())
     }
 }

@@ -12,7 +12,8 @@ use recsys_serving::ServingConfig;
 use recsys_trainer::TrainerConfig;
 use serde::{Deserialize, Serialize};
 
-/// Prefix of configuration environment variables.
+/// Prefix of configuration environment variables; `__` separates sections and the key,
+/// e.g. `RECSYS__SERVING__FOLLOW__SNAPSHOT_DIR`.
 pub const ENV_PREFIX: &str = "RECSYS__";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,19 +65,21 @@ impl Config {
                 continue;
             };
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            if path.len() != 2 || path.iter().any(String::is_empty) {
+            if path.len() < 2 || path.iter().any(String::is_empty) {
                 bail!("environment variable {name}: expected {ENV_PREFIX}SECTION__KEY");
             }
-            let section = merged
-                .entry(path[0].clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let Some(section) = section.as_table_mut() else {
-                bail!(
-                    "environment variable {name}: `{}` is not a section",
-                    path[0]
-                );
-            };
-            section.insert(path[1].clone(), scalar(&value));
+            let (key, sections) = path.split_last().unwrap_or((&path[0], &[]));
+            let mut table = &mut merged;
+            for section in sections {
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(inner) = entry.as_table_mut() else {
+                    bail!("environment variable {name}: `{section}` is not a section");
+                };
+                table = inner;
+            }
+            table.insert(key.clone(), scalar(&value));
         }
         let cfg: Config = toml::Value::Table(merged)
             .try_into()
@@ -150,6 +153,18 @@ mod tests {
         assert_eq!(cfg.trainer.batch_size, 512);
         assert_eq!(cfg.model.dim, 32);
         assert_eq!(cfg.serving.max_k, ServingConfig::default().max_k);
+    }
+
+    #[test]
+    fn env_reaches_nested_sections() {
+        let cfg =
+            Config::load(None, env(&[("RECSYS__SERVING__FOLLOW__APPLY_BATCH", "77")])).unwrap();
+        assert_eq!(cfg.serving.follow.apply_batch, 77);
+        let err = Config::load(None, env(&[("RECSYS__SERVING__MAX_K__X", "1")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("`max_k` is not a section"),
+            "{err:#}"
+        );
     }
 
     #[test]

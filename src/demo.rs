@@ -18,7 +18,7 @@ use recsys_engine::popularity::Popularity;
 use recsys_engine::synth::{SynthConfig, SynthData};
 use serde::Serialize;
 
-use crate::allinone::{Pipeline, memory_store};
+use crate::allinone::{Pipeline, memory_store, topics};
 use crate::config::Config;
 use crate::embedded::EmbeddedKafka;
 use crate::http::HttpClient;
@@ -64,8 +64,12 @@ pub struct DemoReport {
     pub http_p50_ms: f64,
     pub http_p99_ms: f64,
     pub queries: usize,
-    /// Recommended items the user had already interacted with (must be 0).
+    /// Recommended items among the user's last `trainer.history_len` distinct items, the
+    /// ones serving promises to exclude (must be 0).
     pub seen_items_returned: usize,
+    /// Recommended items the user interacted with before those: only users with more
+    /// distinct items than `trainer.history_len` can get them.
+    pub seen_beyond_history: usize,
     pub sources: HashMap<String, usize>,
     #[serde(skip)]
     pub samples: Vec<String>,
@@ -89,31 +93,35 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
         data.test.iter().map(|t| t.1.len()).sum::<usize>()
     );
 
-    let kafka =
-        EmbeddedKafka::start(&[(&cfg.trainer.topic, 4), (&cfg.trainer.dead_letter_topic, 1)])?;
+    let kafka = EmbeddedKafka::start(&topics(&cfg, 4))?;
     let mut cfg = cfg;
     cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
     cfg.serving.bind = "127.0.0.1:0".into();
     eprintln!("embedded Kafka broker at {}", cfg.trainer.brokers);
 
-    let produce_started = Instant::now();
-    let produced = produce(
-        &cfg.trainer.brokers,
-        &cfg.trainer.topic,
-        &data,
-        opts.malformed,
-    )?;
-    eprintln!(
-        "produced {produced} messages in {:.2}s",
-        produce_started.elapsed().as_secs_f64()
-    );
-
     let (writer, reader) = memory_store(cfg.trainer.history_len);
     let mut pipeline = Pipeline::start(&cfg, writer, reader)?;
+    // The stream is produced while the trainer consumes it, at most 50k messages ahead.
+    let producer = {
+        let (brokers, topic) = (cfg.trainer.brokers.clone(), cfg.trainer.topic.clone());
+        let (data, malformed, stats) = (data.clone(), opts.malformed, pipeline.stats.clone());
+        tokio::task::spawn_blocking(move || {
+            let consumed = move || stats.messages_done();
+            let pace = Pace {
+                max_lag: 50_000,
+                consumed: &consumed,
+            };
+            produce(&brokers, &topic, &data, malformed, Some(pace))
+        })
+    };
+    let produced = producer.await??;
     let ingest_secs = pipeline
         .wait_for(produced as u64, Duration::from_secs(600))
         .await?;
-    pipeline.stop_trainer().await?;
+    let model = pipeline.stop_trainer().await?;
+    pipeline
+        .wait_for_catalog(model.item_ids().len(), Duration::from_secs(60))
+        .await?;
     let stats = pipeline.stats.clone();
     let trained = stats.events_trained.load(Ordering::Relaxed);
     eprintln!(
@@ -129,7 +137,8 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let eval = {
         let data = data.clone();
         let users = eval_users.clone();
-        tokio::task::spawn_blocking(move || query_all(addr, &data, &users)).await??
+        let history_len = cfg.trainer.history_len;
+        tokio::task::spawn_blocking(move || query_all(addr, &data, &users, history_len)).await??
     };
     let popularity_recall = popularity_recall(&data, &eval_users);
     pipeline.shutdown().await?;
@@ -148,18 +157,31 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
         http_p99_ms: percentile(&lat, 0.99),
         queries: lat.len(),
         seen_items_returned: eval.seen_returned,
+        seen_beyond_history: eval.seen_beyond_history,
         sources: eval.sources,
         samples: eval.samples,
     })
 }
 
+/// Keeps a producer at most `max_lag` messages ahead of a consumer, as a live stream is.
+/// librdkafka's mock broker needs it too: it keeps only the newest 5 MB (and 100k
+/// messages) of each partition, so a stream produced far ahead of its consumer loses its
+/// oldest messages.
+pub struct Pace<'a> {
+    pub max_lag: u64,
+    /// Messages the consumer has dealt with so far.
+    pub consumed: &'a (dyn Fn() -> u64 + Sync),
+}
+
 /// Sends the training stream (keyed by user) through a real producer, plus `malformed`
-/// broken messages spread through it. Returns the number of messages sent.
+/// broken messages spread through it, paced by `pace` when given. Returns the number of
+/// messages sent.
 pub fn produce(
     brokers: &str,
     topic: &str,
     data: &SynthData,
     malformed: usize,
+    pace: Option<Pace<'_>>,
 ) -> anyhow::Result<usize> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -180,6 +202,18 @@ pub fn produce(
     let step = (data.train.len() / (malformed + 1)).max(1);
     let mut broken = broken.into_iter();
     for (n, event) in data.train.iter().enumerate() {
+        if let Some(p) = &pace {
+            let mut last = ((p.consumed)(), Instant::now());
+            while sent as u64 > (p.consumed)() + p.max_lag {
+                let now = (p.consumed)();
+                if now != last.0 {
+                    last = (now, Instant::now());
+                } else if last.1.elapsed() > Duration::from_secs(120) {
+                    anyhow::bail!("the consumer made no progress for 120 s at {now} messages");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         send(&producer, topic, &event.user_id, &event.to_json())?;
         sent += 1;
         if n % step == step - 1
@@ -220,22 +254,37 @@ struct Evaluation {
     recall: Mean,
     latencies_ms: Vec<f64>,
     seen_returned: usize,
+    seen_beyond_history: usize,
     sources: HashMap<String, usize>,
     samples: Vec<String>,
 }
 
 /// Requests recommendations for each user over HTTP and scores them against the users'
 /// held-out future.
-fn query_all(addr: SocketAddr, data: &SynthData, users: &[usize]) -> anyhow::Result<Evaluation> {
+fn query_all(
+    addr: SocketAddr,
+    data: &SynthData,
+    users: &[usize],
+    history_len: usize,
+) -> anyhow::Result<Evaluation> {
     let mut seen: HashMap<&str, HashSet<&str>> = HashMap::new();
+    // Each user's last `history_len` distinct items, newest last in stream order.
+    let mut recent: HashMap<&str, Vec<&str>> = HashMap::new();
     for e in &data.train {
         seen.entry(&e.user_id).or_default().insert(&e.item_id);
+        let r = recent.entry(&e.user_id).or_default();
+        r.retain(|i| *i != e.item_id);
+        r.push(&e.item_id);
+        if r.len() > history_len {
+            r.remove(0);
+        }
     }
     let mut client = HttpClient::connect(addr)?;
     let mut eval = Evaluation {
         recall: Mean::default(),
         latencies_ms: Vec::with_capacity(users.len()),
         seen_returned: 0,
+        seen_beyond_history: 0,
         sources: HashMap::new(),
         samples: Vec::new(),
     };
@@ -262,10 +311,14 @@ fn query_all(addr: SocketAddr, data: &SynthData, users: &[usize]) -> anyhow::Res
         let source = body["source"].as_str().unwrap_or("?").to_owned();
         *eval.sources.entry(source.clone()).or_default() += 1;
         let user_seen = seen.get(user.as_str());
-        eval.seen_returned += items
-            .iter()
-            .filter(|i| user_seen.is_some_and(|s| s.contains(i.as_str())))
-            .count();
+        let user_recent = recent.get(user.as_str());
+        for item in &items {
+            if user_recent.is_some_and(|r| r.contains(&item.as_str())) {
+                eval.seen_returned += 1;
+            } else if user_seen.is_some_and(|s| s.contains(item.as_str())) {
+                eval.seen_beyond_history += 1;
+            }
+        }
         let relevant: HashSet<String> = future.iter().cloned().collect();
         if let Some(r) = recall_at_k(&items, &relevant, 10) {
             eval.recall.push(r);
@@ -374,7 +427,11 @@ impl DemoReport {
             self.http_p50_ms, self.http_p99_ms, self.queries
         );
         println!("answer sources           {:?}", self.sources);
-        println!("seen items returned      {}", self.seen_items_returned);
+        println!(
+            "seen items returned      {} (and {} older than the last trainer.history_len \
+             distinct items of their users)",
+            self.seen_items_returned, self.seen_beyond_history
+        );
         println!("sample recommendations (item(cluster)):");
         for s in &self.samples {
             println!("  {s}");
@@ -390,6 +447,7 @@ impl DemoReport {
             "popularity_recall_at_10": round(self.popularity_recall_at_10, 4),
             "http_p50_ms": round(self.http_p50_ms, 3),
             "http_p99_ms": round(self.http_p99_ms, 3),
+            "seen_items_returned": self.seen_items_returned,
         })
         .to_string()
     }

@@ -16,8 +16,11 @@ pub struct EmbeddedKafka {
 
 impl EmbeddedKafka {
     /// Starts one mock broker with the given `(topic, partitions)` created.
-    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
-        let topics: Vec<(String, i32)> = topics.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+    pub fn start<S: AsRef<str>>(topics: &[(S, i32)]) -> anyhow::Result<Self> {
+        let topics: Vec<(String, i32)> = topics
+            .iter()
+            .map(|(t, p)| (t.as_ref().to_owned(), *p))
+            .collect();
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use recsys::bench::{self, IndexBenchOptions};
 use recsys::config::Config;
 use recsys::demo::{self, DemoOptions};
 
@@ -38,8 +39,36 @@ enum Command {
     },
     /// Trainer and HTTP server in one process against the configured brokers and store.
     Run,
+    /// The online trainer alone (user vectors to Redis, item vectors to Kafka).
+    Train,
+    /// One serving replica (user vectors from Redis, item vectors from Kafka).
+    Serve,
+    /// Benchmarks that print measured numbers.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Print the effective configuration (defaults + file + environment) and exit.
     Config,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The item index per configuration (flat, IVF-flat, IVF-PQ, IVF-PQ + re-rank): build
+    /// time, memory, Recall@10 against exact search, QPS; and delta freshness.
+    Index {
+        /// Catalog sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = IndexBenchOptions::default().items)]
+        items: Vec<usize>,
+        #[arg(long, default_value_t = IndexBenchOptions::default().dim)]
+        dim: usize,
+        /// Queries for recall and batched QPS.
+        #[arg(long, default_value_t = IndexBenchOptions::default().queries)]
+        queries: usize,
+        /// Print the report as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -77,6 +106,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run => recsys::run::run(cfg).await?,
+        Command::Train => recsys::run::train(cfg).await?,
+        Command::Serve => recsys::run::serve(cfg).await?,
+        Command::Bench {
+            what:
+                BenchCommand::Index {
+                    items,
+                    dim,
+                    queries,
+                    json,
+                },
+        } => {
+            let report = bench::index(IndexBenchOptions {
+                items,
+                dim,
+                queries,
+                ..IndexBenchOptions::default()
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
         Command::Config => print!("{}", toml::to_string_pretty(&cfg)?),
     }
     Ok(())

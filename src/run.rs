@@ -1,38 +1,79 @@
-//! `recsys run`: trainer and server in one process against configured brokers, with user
-//! vectors in Redis (or in memory when `store.redis_url` is empty).
+//! The long-running commands:
+//! - `recsys run`: trainer and server in one process (user vectors in Redis, or in memory
+//!   when `store.redis_url` is empty);
+//! - `recsys train`: the online trainer alone, writing user vectors to Redis and item
+//!   vectors to the `item-vectors` topic (and base snapshots to `trainer.snapshot_dir`);
+//! - `recsys serve`: one serving replica, reading user vectors from Redis and following
+//!   the `item-vectors` topic from the newest snapshot in `serving.follow.snapshot_dir`.
+//!
+//! Each stops gracefully on Ctrl-C or SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
-use recsys_serving::RedisUserVectorStore;
-use recsys_trainer::sink::RedisUserVectorSink;
+use anyhow::{Context, bail};
+use recsys_engine::device::autodiff_device;
+use recsys_engine::mf::MfModel;
+use recsys_serving::{
+    AppState, CatalogHolder, ItemFollower, RedisUserVectorStore, UserVectorStore,
+};
+use recsys_trainer::OnlineTrainer;
+use recsys_trainer::sink::{KafkaItemVectorSink, RedisUserVectorSink, UserVectorSink};
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::allinone::{Pipeline, memory_store};
 use crate::config::Config;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+fn require_redis<'a>(cfg: &'a Config, command: &str) -> anyhow::Result<&'a str> {
+    if cfg.store.redis_url.is_empty() {
+        bail!(
+            "store.redis_url: `recsys {command}` runs apart from its peer, so user vectors must \
+             go through Redis; set it (e.g. redis://127.0.0.1:6379) or use `recsys run`"
+        );
+    }
+    Ok(&cfg.store.redis_url)
+}
+
+async fn redis_writer(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorSink>> {
+    let writer =
+        RedisUserVectorSink::connect(url, cfg.trainer.user_vector_ttl_s, cfg.trainer.history_len)
+            .await
+            .with_context(|| format!("store.redis_url: connecting to {url}"))?;
+    Ok(Arc::new(writer))
+}
+
+async fn redis_reader(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorStore>> {
+    let reader =
+        RedisUserVectorStore::connect(url, Duration::from_millis(cfg.serving.store_timeout_ms))
+            .await
+            .with_context(|| format!("store.redis_url: connecting to {url}"))?;
+    Ok(Arc::new(reader))
+}
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (writer, reader) = if cfg.store.redis_url.is_empty() {
         memory_store(cfg.trainer.history_len)
     } else {
         let url = &cfg.store.redis_url;
-        let ctx = || format!("store.redis_url: connecting to {url}");
-        let writer = RedisUserVectorSink::connect(
-            url,
-            cfg.trainer.user_vector_ttl_s,
-            cfg.trainer.history_len,
-        )
-        .await
-        .with_context(ctx)?;
-        let reader = RedisUserVectorStore::connect(
-            url,
-            std::time::Duration::from_millis(cfg.serving.store_timeout_ms),
-        )
-        .await
-        .with_context(ctx)?;
         (
-            Arc::new(writer) as Arc<dyn recsys_trainer::sink::UserVectorSink>,
-            Arc::new(reader) as Arc<dyn recsys_serving::UserVectorStore>,
+            redis_writer(&cfg, url).await?,
+            redis_reader(&cfg, url).await?,
         )
     };
     let mut pipeline = Pipeline::start(&cfg, writer, reader)?;
@@ -41,4 +82,74 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     info!("shutting down: flushing the trainer, draining HTTP");
     pipeline.shutdown().await?;
     result
+}
+
+pub async fn train(cfg: Config) -> anyhow::Result<()> {
+    let url = require_redis(&cfg, "train")?;
+    let writer = redis_writer(&cfg, url).await?;
+    let items = KafkaItemVectorSink::new(
+        &cfg.trainer.brokers,
+        &cfg.trainer.item_vectors_topic,
+        &cfg.trainer.popular_topic,
+    )?;
+    let model = MfModel::new(cfg.model.clone(), autodiff_device(cfg.compute.backend)?)?;
+    let trainer = OnlineTrainer::new(cfg.trainer.clone(), model, writer, Arc::new(items))?
+        .with_index_config(cfg.index.clone());
+    let cancel = CancellationToken::new();
+    let mut task = tokio::spawn(trainer.run(cancel.clone()));
+    info!(brokers = %cfg.trainer.brokers, topic = %cfg.trainer.topic, "trainer running");
+    tokio::select! {
+        r = shutdown_signal() => r?,
+        done = &mut task => {
+            done.context("trainer task")??;
+            bail!("trainer stopped");
+        }
+    }
+    info!("shutting down: training what is buffered, publishing, writing a snapshot");
+    cancel.cancel();
+    task.await.context("trainer task")??;
+    Ok(())
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let url = require_redis(&cfg, "serve")?;
+    let reader = redis_reader(&cfg, url).await?;
+    let mut follow_cfg = cfg.serving.follow.clone();
+    if follow_cfg.brokers.is_empty() {
+        follow_cfg.brokers = cfg.trainer.brokers.clone();
+    }
+    let catalog = Arc::new(CatalogHolder::new(
+        cfg.serving.generation,
+        cfg.index.clone(),
+    ));
+    let follower = ItemFollower::new(follow_cfg, cfg.serving.generation, catalog.clone())?;
+    let follow = follower.status();
+    let cancel = CancellationToken::new();
+    let mut follower = tokio::spawn(follower.run(cancel.clone()));
+    let (server, addr) = recsys_serving::start(AppState {
+        catalog,
+        users: reader,
+        cfg: cfg.serving.clone(),
+        follow,
+    })
+    .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
+    let handle = server.handle();
+    let mut server = tokio::spawn(server);
+    info!(%addr, "serving replica running");
+    tokio::select! {
+        r = shutdown_signal() => r?,
+        done = &mut follower => {
+            done.context("follower task")??;
+            bail!("item follower stopped");
+        }
+        done = &mut server => {
+            done.context("server task")??;
+            bail!("HTTP server stopped");
+        }
+    }
+    info!("shutting down: draining HTTP");
+    handle.stop(true).await;
+    cancel.cancel();
+    follower.await.context("follower task")??;
+    Ok(())
 }

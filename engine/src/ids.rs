@@ -15,6 +15,18 @@ impl IdMap {
         Self::default()
     }
 
+    /// A map whose rows are the positions in `ids`; fails on a duplicate id.
+    pub fn from_ids(ids: Vec<String>) -> Result<Self, String> {
+        let mut rows = HashMap::with_capacity(ids.len());
+        for (row, id) in ids.iter().enumerate() {
+            let row = u32::try_from(row).map_err(|_| "more than u32::MAX ids".to_owned())?;
+            if rows.insert(id.clone(), row).is_some() {
+                return Err(format!("duplicate id {id:?}"));
+            }
+        }
+        Ok(Self { rows, ids })
+    }
+
     /// Row of `id`, assigning the next free row if it is new.
     pub fn get_or_insert(&mut self, id: &str) -> u32 {
         if let Some(&row) = self.rows.get(id) {

@@ -8,8 +8,6 @@
 //! need both for deltas. FAISS's fast-scan `remove_ids` does not keep `ntotal` right, so
 //! the live count is ours too.
 
-use std::sync::Mutex;
-
 use faiss::index::autotune::ParameterSpace;
 use faiss::index::{IndexImpl, TryClone};
 use faiss::selector::IdSelector;
@@ -34,6 +32,9 @@ pub struct IndexConfig {
     /// is coarse: on tight clusters, Recall@10 against exact search measured 0.78 at 10,
     /// 0.96 at 20 and 1.00 at 30 (engine test `ivf_pq_with_rerank_recalls_exact_top10`).
     pub rerank_factor: usize,
+    /// A replica rebuilds the index (kind re-chosen, quantizers retrained) once the
+    /// catalog has grown past this factor of the size it was built for.
+    pub rebuild_growth: f64,
 }
 
 impl Default for IndexConfig {
@@ -44,6 +45,7 @@ impl Default for IndexConfig {
             ivf_flat_below: 200_000,
             nprobe: 16,
             rerank_factor: 30,
+            rebuild_growth: 2.0,
         }
     }
 }
@@ -56,6 +58,9 @@ impl IndexConfig {
         }
         if self.rerank_factor == 0 {
             return bad("rerank_factor", "must be at least 1");
+        }
+        if self.rebuild_growth.is_nan() || self.rebuild_growth <= 1.0 {
+            return bad("rebuild_growth", "must be above 1");
         }
         if self.ivf_flat_below < self.flat_below {
             return bad("ivf_flat_below", "must not be below flat_below");
@@ -95,8 +100,9 @@ pub struct ItemIndex {
     factory: String,
     rerank_factor: usize,
     nprobe: usize,
-    /// FAISS's search takes `&mut self` in the crate even though it is read-only in C++.
-    inner: Mutex<IndexImpl>,
+    /// Written only through `&mut self` (a published index is never written: writers
+    /// work on a staging clone), searched concurrently through [`search_shared`].
+    inner: IndexImpl,
     /// Raw vectors by id (row-major), for re-ranking and fold-in.
     vectors: Vec<f32>,
     present: Vec<bool>,
@@ -140,8 +146,10 @@ impl ItemIndex {
                     "{factory} needs training vectors, got none"
                 )));
             }
+            // FAISS's k-means wants at least 39 training points per centroid.
+            let sample = ivf_lists(&factory).map_or(50_000, |n| (40 * n).max(50_000));
             inner
-                .train(&training_sample(vectors, dim, 50_000))
+                .train(&training_sample(vectors, dim, sample))
                 .map_err(faiss_err)?;
         }
         let mut index = Self {
@@ -153,7 +161,7 @@ impl ItemIndex {
             },
             nprobe: cfg.nprobe,
             factory,
-            inner: Mutex::new(inner),
+            inner,
             vectors: Vec::new(),
             present: Vec::new(),
             live: 0,
@@ -166,7 +174,7 @@ impl ItemIndex {
 
     fn set_nprobe(&mut self) -> Result<()> {
         if self.factory.contains("IVF") {
-            let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+            let inner = &mut self.inner;
             ParameterSpace::new()
                 .and_then(|ps| ps.set_index_parameter(inner, "nprobe", self.nprobe as f64))
                 .map_err(faiss_err)?;
@@ -176,6 +184,14 @@ impl ItemIndex {
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// The same index with another re-rank depth (1 = none). Only PQ kinds re-rank.
+    pub fn with_rerank_factor(mut self, rerank_factor: usize) -> Self {
+        if self.factory.contains("PQ") {
+            self.rerank_factor = rerank_factor.max(1);
+        }
+        self
     }
 
     pub fn factory(&self) -> &str {
@@ -211,23 +227,94 @@ impl ItemIndex {
 
     /// A deep copy (FAISS `clone_index`), used as the staging copy for a batch of changes.
     pub fn try_clone(&self) -> Result<Self> {
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_clone()
-            .map_err(faiss_err)?;
+        let inner = self.inner.try_clone().map_err(faiss_err)?;
         Ok(Self {
             dim: self.dim,
             factory: self.factory.clone(),
             rerank_factor: self.rerank_factor,
             nprobe: self.nprobe,
-            inner: Mutex::new(inner),
+            inner,
             vectors: self.vectors.clone(),
             present: self.present.clone(),
             live: self.live,
             built_for: self.built_for,
         })
+    }
+
+    /// Writes the FAISS structure with FAISS's own `write_index`.
+    pub fn write_faiss(&self, path: &std::path::Path) -> Result<()> {
+        let p = path
+            .to_str()
+            .ok_or_else(|| EngineError::Index(format!("{} is not UTF-8", path.display())))?;
+        faiss::write_index(&self.inner, p).map_err(faiss_err)
+    }
+
+    /// Reads a FAISS structure written by [`ItemIndex::write_faiss`] and pairs it with the
+    /// raw vectors of its live `ids` (row-major). Checks what FAISS reports against what
+    /// the caller expects: dimension, metric, and at least as many vectors as live items
+    /// (fast-scan PQ keeps removed slots counted).
+    pub fn read_faiss(
+        path: &std::path::Path,
+        dim: usize,
+        factory: &str,
+        cfg: &IndexConfig,
+        built_for: usize,
+        ids: &[u64],
+        vectors: Vec<f32>,
+    ) -> Result<Self> {
+        let p = path
+            .to_str()
+            .ok_or_else(|| EngineError::Index(format!("{} is not UTF-8", path.display())))?;
+        let inner = faiss::read_index(p).map_err(faiss_err)?;
+        if inner.d() as usize != dim {
+            return Err(EngineError::Index(format!(
+                "FAISS file has dimension {}, expected {dim}",
+                inner.d()
+            )));
+        }
+        if inner.metric_type() != MetricType::InnerProduct {
+            return Err(EngineError::Index(
+                "FAISS file does not use the inner-product metric".into(),
+            ));
+        }
+        if (inner.ntotal() as usize) < ids.len() {
+            return Err(EngineError::Index(format!(
+                "FAISS file holds {} vectors for {} items",
+                inner.ntotal(),
+                ids.len()
+            )));
+        }
+        if vectors.len() != ids.len() * dim || vectors.iter().any(|x| !x.is_finite()) {
+            return Err(EngineError::Index(
+                "raw vectors do not match the items or are not finite".into(),
+            ));
+        }
+        let rows = ids.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut index = Self {
+            dim,
+            factory: factory.to_owned(),
+            rerank_factor: if factory.contains("PQ") {
+                cfg.rerank_factor
+            } else {
+                1
+            },
+            nprobe: cfg.nprobe,
+            inner,
+            vectors: vec![0.0; rows * dim],
+            present: vec![false; rows],
+            live: 0,
+            built_for,
+        };
+        for (k, &id) in ids.iter().enumerate() {
+            let s = id as usize * dim;
+            index.vectors[s..s + dim].copy_from_slice(&vectors[k * dim..(k + 1) * dim]);
+            if !index.present[id as usize] {
+                index.present[id as usize] = true;
+                index.live += 1;
+            }
+        }
+        index.set_nprobe()?;
+        Ok(index)
     }
 
     /// Every stored item: ids and their vectors, row-major.
@@ -262,8 +349,9 @@ impl ItemIndex {
             return Ok(());
         }
         let faiss_ids: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
-        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
-        inner.add_with_ids(vectors, &faiss_ids).map_err(faiss_err)?;
+        self.inner
+            .add_with_ids(vectors, &faiss_ids)
+            .map_err(faiss_err)?;
         let max = *ids.iter().max().unwrap_or(&0) as usize;
         if max >= self.present.len() {
             self.present.resize(max + 1, false);
@@ -291,8 +379,7 @@ impl ItemIndex {
         }
         let faiss_ids: Vec<Idx> = present.iter().map(|&i| Idx::new(i)).collect();
         let selector = IdSelector::batch(&faiss_ids).map_err(faiss_err)?;
-        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
-        inner.remove_ids(&selector).map_err(faiss_err)?;
+        self.inner.remove_ids(&selector).map_err(faiss_err)?;
         for &id in &present {
             self.present[id as usize] = false;
         }
@@ -303,37 +390,63 @@ impl ItemIndex {
     /// Top-`k` items for `query`, best first, as `(id, inner product)`. Candidates are
     /// re-ranked by exact inner product against the stored vectors.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
-        if query.len() != self.dim {
+        Ok(self.search_batch(query, k)?.pop().unwrap_or_default())
+    }
+
+    /// [`ItemIndex::search`] for many queries (row-major, `n × dim`) in one FAISS call,
+    /// which FAISS parallelises over the queries with OpenMP.
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
+        if queries.is_empty() || !queries.len().is_multiple_of(self.dim) {
             return Err(EngineError::Index(format!(
-                "query has dimension {}, index has {}",
-                query.len(),
+                "queries hold {} values, not a positive multiple of the dimension {}",
+                queries.len(),
                 self.dim
             )));
         }
+        let n = queries.len() / self.dim;
         if k == 0 || self.live == 0 {
-            return Ok(Vec::new());
+            return Ok(vec![Vec::new(); n]);
         }
         let fetch = (k * self.rerank_factor).min(self.live);
-        let result = {
-            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            inner.search(query, fetch).map_err(faiss_err)?
-        };
-        let mut out: Vec<(u64, f32)> = result
-            .labels
+        let labels = search_shared(&self.inner, queries, n, fetch)?;
+        Ok(queries
+            .chunks_exact(self.dim)
+            .zip(labels.chunks_exact(fetch))
+            .map(|(query, labels)| self.rerank(query, labels, k))
+            .collect())
+    }
+
+    fn rerank(&self, query: &[f32], labels: &[i64], k: usize) -> Vec<(u64, f32)> {
+        let mut out: Vec<(u64, f32)> = labels
             .iter()
-            .filter_map(|l| l.get())
-            .filter(|&id| self.contains(id))
-            .map(|id| {
-                (
-                    id,
-                    self.vector(id).map(|v| dot(query, v)).unwrap_or(f32::MIN),
-                )
-            })
+            .filter_map(|&l| u64::try_from(l).ok())
+            .filter_map(|id| Some((id, dot(query, self.vector(id)?))))
             .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out.dedup_by_key(|x| x.0);
         out.truncate(k);
-        Ok(out)
+        out
+    }
+
+    /// Bytes of the FAISS structure, measured as its serialised size (codes, ids,
+    /// quantizers): what `write_index` writes is what it holds in memory, give or take
+    /// allocator slack.
+    pub fn faiss_bytes(&self) -> Result<usize> {
+        let path = std::env::temp_dir().join(format!(
+            "recsys-index-size-{}-{:p}",
+            std::process::id(),
+            self
+        ));
+        self.write_faiss(&path)?;
+        let size = std::fs::metadata(&path).map(|m| m.len() as usize);
+        let _ = std::fs::remove_file(&path);
+        size.map_err(|e| EngineError::Index(e.to_string()))
+    }
+
+    /// Bytes of the raw vectors and presence map kept beside FAISS for exact re-ranking,
+    /// fold-in and rebuilds.
+    pub fn raw_bytes(&self) -> usize {
+        self.vectors.len() * 4 + self.present.len()
     }
 
     /// Exact top-`k` by brute force over the stored vectors: the reference for recall.
@@ -346,6 +459,55 @@ impl ItemIndex {
         all.truncate(k);
         all
     }
+}
+
+/// Searches a FAISS index that may be shared between threads.
+///
+/// FAISS CPU indexes allow any number of concurrent searches as long as nothing writes
+/// to them (search is `const` in C++); the `faiss` crate nevertheless exposes `search` on
+/// `IndexImpl` through `&mut self`, which would force a lock around every query. Indexes
+/// that serve queries are never written (writers change a staging clone and swap it in),
+/// so the C API is called directly with a shared reference. Returns `n × k` labels, -1
+/// where fewer than `k` results exist.
+#[allow(unsafe_code)]
+fn search_shared(index: &IndexImpl, queries: &[f32], n: usize, k: usize) -> Result<Vec<i64>> {
+    let mut distances = vec![0f32; n * k];
+    let mut labels = vec![-1i64; n * k];
+    // SAFETY: `index` is a live FAISS index owned by `IndexImpl` for the duration of the
+    // call; `queries` holds `n × d` floats (checked by the caller), and both output buffers
+    // hold `n × k` elements as `faiss_Index_search` requires. FAISS does not keep the
+    // pointers after returning.
+    let code = unsafe {
+        faiss_sys::faiss_Index_search(
+            index.inner_ptr(),
+            n as faiss_sys::idx_t,
+            queries.as_ptr(),
+            k as faiss_sys::idx_t,
+            distances.as_mut_ptr(),
+            labels.as_mut_ptr(),
+        )
+    };
+    if code != 0 {
+        // SAFETY: FAISS returns a NUL-terminated message owned by its thread-local
+        // error state, valid until the next FAISS call on this thread.
+        let message = unsafe {
+            let p = faiss_sys::faiss_get_last_error();
+            if p.is_null() {
+                "unknown error".to_owned()
+            } else {
+                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        return Err(EngineError::Index(format!("search failed: {message}")));
+    }
+    Ok(labels)
+}
+
+/// Inverted lists of an `IVF<n>,…` factory string.
+fn ivf_lists(factory: &str) -> Option<usize> {
+    let rest = factory.strip_prefix("IVF")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Every `n / max`-th vector, so training is deterministic and bounded.

@@ -8,6 +8,7 @@ pub mod index;
 pub mod metrics;
 pub mod mf;
 pub mod popularity;
+pub mod snapshot;
 pub mod store;
 pub mod synth;
 pub mod table;
@@ -22,6 +23,9 @@ pub enum EngineError {
     Tensor(String),
     #[error("index: {0}")]
     Index(String),
+    /// A snapshot could not be written, or was rejected on load (the message says why).
+    #[error("snapshot {0}")]
+    Snapshot(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -12,6 +12,20 @@ pub struct UserRecord {
     pub recent: Vec<String>,
 }
 
+/// Each item of `items` (oldest first) once, at its last occurrence, oldest first: the
+/// order in which pushing them to the front of a history leaves the newest in front.
+pub fn distinct_newest_last(items: &[String]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&str> = items
+        .iter()
+        .rev()
+        .filter(|i| seen.insert(i.as_str()))
+        .map(String::as_str)
+        .collect();
+    out.reverse();
+    out
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryUserStore {
     vectors: RwLock<HashMap<(u64, String), Vec<f32>>>,
@@ -28,12 +42,15 @@ impl MemoryUserStore {
         map.insert((generation, user_id.to_owned()), vector);
     }
 
-    /// Prepends `items` (oldest first in the slice) and keeps the newest `max_len`.
+    /// Moves `items` (oldest first in the slice) to the front of the user's history,
+    /// which holds each item once, and keeps the newest `max_len` distinct items.
     pub fn push_history(&self, user_id: &str, items: &[String], max_len: usize) {
+        let fresh = distinct_newest_last(items);
         let mut map = self.history.write().unwrap_or_else(|p| p.into_inner());
         let list = map.entry(user_id.to_owned()).or_default();
-        for item in items {
-            list.push_front(item.clone());
+        list.retain(|i| !fresh.contains(&i.as_str()));
+        for item in fresh {
+            list.push_front(item.to_owned());
         }
         list.truncate(max_len);
     }
@@ -69,5 +86,15 @@ mod tests {
         assert_eq!(r.vector, Some(vec![1.0]));
         assert_eq!(r.recent, vec!["c".to_string(), "b".to_string()]);
         assert_eq!(s.get(2, "u").vector, None);
+    }
+
+    #[test]
+    fn history_holds_each_item_once_newest_first() {
+        let s = MemoryUserStore::new();
+        let items = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        s.push_history("u", &items(&["a", "b", "a", "c"]), 10);
+        assert_eq!(s.get(1, "u").recent, items(&["c", "a", "b"]));
+        s.push_history("u", &items(&["b", "d"]), 3);
+        assert_eq!(s.get(1, "u").recent, items(&["d", "b", "c"]));
     }
 }

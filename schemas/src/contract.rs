@@ -6,6 +6,95 @@
 pub const EVENTS_TOPIC: &str = "events";
 /// Events that failed to parse or validate, with the reason in a header.
 pub const DEAD_LETTER_TOPIC: &str = "events-dlq";
+/// Item vectors, compacted, key = item id, value = [`ItemVectorMessage`] encoded by
+/// [`ItemVectorMessage::encode`]; an empty (null) value is a tombstone: the item is removed.
+pub const ITEM_VECTORS_TOPIC: &str = "item-vectors";
+
+/// The popular list for the fallback path, compacted, one key ([`POPULAR_KEY`]), value =
+/// [`PopularMessage`] as JSON; replicas keep the newest.
+pub const POPULAR_TOPIC: &str = "item-popularity";
+pub const POPULAR_KEY: &str = "popular";
+
+/// Most popular items first, with decayed scores, of one model generation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PopularMessage {
+    pub generation: u64,
+    pub ts_ms: i64,
+    pub items: Vec<(String, f32)>,
+}
+
+/// One item's vector as published on [`ITEM_VECTORS_TOPIC`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemVectorMessage {
+    /// The model generation the vector belongs to; replicas ignore other generations.
+    pub generation: u64,
+    /// Milliseconds since the epoch when the trainer published it.
+    pub ts_ms: i64,
+    pub vector: Vec<f32>,
+}
+
+/// Why an item-vector message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ItemVectorDecodeError {
+    #[error("item-vector message of {0} bytes is shorter than its 21-byte header")]
+    Short(usize),
+    #[error("item-vector message has format version {0}, this build reads version 1")]
+    Version(u8),
+    #[error("item-vector message says dimension {dim} but carries {bytes} vector bytes")]
+    Length { dim: usize, bytes: usize },
+    #[error("item-vector message holds a non-finite value")]
+    NonFinite,
+}
+
+impl ItemVectorMessage {
+    const VERSION: u8 = 1;
+    const HEADER: usize = 1 + 8 + 8 + 4;
+
+    /// `version: u8 = 1 | generation: u64 | ts_ms: i64 | dim: u32 | dim × f32`, all
+    /// little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::HEADER + 4 * self.vector.len());
+        out.push(Self::VERSION);
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.ts_ms.to_le_bytes());
+        out.extend_from_slice(&(self.vector.len() as u32).to_le_bytes());
+        out.extend(self.vector.iter().flat_map(|x| x.to_le_bytes()));
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ItemVectorDecodeError> {
+        if bytes.len() < Self::HEADER {
+            return Err(ItemVectorDecodeError::Short(bytes.len()));
+        }
+        if bytes[0] != Self::VERSION {
+            return Err(ItemVectorDecodeError::Version(bytes[0]));
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            b
+        };
+        let generation = u64::from_le_bytes(u64_at(1));
+        let ts_ms = i64::from_le_bytes(u64_at(9));
+        let dim = u32::from_le_bytes([bytes[17], bytes[18], bytes[19], bytes[20]]) as usize;
+        let body = &bytes[Self::HEADER..];
+        if body.len() != dim * 4 {
+            return Err(ItemVectorDecodeError::Length {
+                dim,
+                bytes: body.len(),
+            });
+        }
+        let vector = decode_vector(body).unwrap_or_default();
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Err(ItemVectorDecodeError::NonFinite);
+        }
+        Ok(Self {
+            generation,
+            ts_ms,
+            vector,
+        })
+    }
+}
 
 /// Redis key of a user's vector in model generation `generation`.
 pub fn user_vector_key(generation: u64, user_id: &str) -> String {
@@ -46,5 +135,39 @@ mod tests {
         assert_eq!(decode_vector(&encode_vector(&v)).unwrap(), v);
         assert_eq!(decode_vector(&[0, 0, 128]), None);
         assert_eq!(user_vector_key(3, "alice"), "u:3:alice");
+    }
+
+    #[test]
+    fn item_vector_message_round_trip_and_rejections() {
+        let m = ItemVectorMessage {
+            generation: 7,
+            ts_ms: 1_767_225_600_000,
+            vector: vec![0.25, -1.0, 3.5],
+        };
+        let bytes = m.encode();
+        assert_eq!(bytes.len(), 21 + 12);
+        assert_eq!(ItemVectorMessage::decode(&bytes).unwrap(), m);
+        assert_eq!(
+            ItemVectorMessage::decode(&bytes[..20]),
+            Err(ItemVectorDecodeError::Short(20))
+        );
+        assert_eq!(
+            ItemVectorMessage::decode(&bytes[..bytes.len() - 1]),
+            Err(ItemVectorDecodeError::Length { dim: 3, bytes: 11 })
+        );
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert_eq!(
+            ItemVectorMessage::decode(&v2),
+            Err(ItemVectorDecodeError::Version(2))
+        );
+        let nan = ItemVectorMessage {
+            vector: vec![f32::NAN],
+            ..m
+        };
+        assert_eq!(
+            ItemVectorMessage::decode(&nan.encode()),
+            Err(ItemVectorDecodeError::NonFinite)
+        );
     }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::catalog::{Catalog, CatalogHolder};
+use crate::follow::FollowStatus;
 use crate::store::UserVectorStore;
 use crate::{Result, ServingConfig, ServingError};
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub catalog: Arc<CatalogHolder>,
     pub users: Arc<dyn UserVectorStore>,
     pub cfg: ServingConfig,
+    /// Whether the catalog has caught up with the item-vector topic (`/readyz`).
+    pub follow: Arc<FollowStatus>,
 }
 
 /// Registers every route, the JSON error handlers and the JSON 404.
@@ -47,6 +50,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(healthz))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -66,6 +74,29 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 once the index is loaded and caught up with the item-vector topic, 503 (with
+/// `Retry-After`) before.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let catalog = state.catalog.load();
+    let status = &state.follow;
+    let body = serde_json::json!({
+        "ready": status.is_ready(),
+        "model_generation": catalog.generation,
+        "items": catalog.item_count(),
+        "catalog_version": catalog.version,
+        "applied": status.applied.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    if status.is_ready() {
+        HttpResponse::Ok().json(body)
+    } else {
+        let mut body = body;
+        body["error"] = "catching up with the item-vector topic".into();
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ServingError;
+use crate::follow::FollowConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +20,8 @@ pub struct ServingConfig {
     pub workers: usize,
     /// Model generation whose user vectors are read.
     pub generation: u64,
+    /// Where item vectors come from (`[serving.follow]`).
+    pub follow: FollowConfig,
 }
 
 impl Default for ServingConfig {
@@ -30,6 +33,7 @@ impl Default for ServingConfig {
             store_timeout_ms: 50,
             workers: 0,
             generation: 1,
+            follow: FollowConfig::default(),
         }
     }
 }
@@ -49,6 +53,6 @@ impl ServingConfig {
         if self.store_timeout_ms == 0 {
             return bad("store_timeout_ms", "must be positive");
         }
-        Ok(())
+        self.follow.validate()
     }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod follow;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ pub use api::AppState;
 pub use catalog::{Catalog, CatalogHolder};
 pub use config::ServingConfig;
 pub use error::{Result, ServingError};
+pub use follow::{FollowConfig, FollowStatus, ItemFollower};
 pub use store::{RedisUserVectorStore, StoreError, UserVectorStore};
 
 /// Binds the API on `state.cfg.bind` and returns the running server (poll or spawn it)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use recsys::allinone::Pipeline;
+use recsys::allinone::{Pipeline, topics};
 use recsys::config::Config;
 use recsys::demo::produce;
 use recsys::embedded::EmbeddedKafka;
@@ -22,8 +22,8 @@ use crate::support::RedisServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_to_recommendations_over_http() {
     let redis = RedisServer::start();
-    let kafka = EmbeddedKafka::start(&[("events", 2), ("events-dlq", 1)]).unwrap();
     let mut cfg = Config::default();
+    let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
     cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
     cfg.trainer.batch_size = 256;
     cfg.trainer.publish_interval_ms = 100;
@@ -42,7 +42,7 @@ async fn events_to_recommendations_over_http() {
     .unwrap();
     let sent = {
         let (brokers, data) = (cfg.trainer.brokers.clone(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3))
+        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3, None))
             .await
             .unwrap()
             .unwrap()
@@ -64,7 +64,11 @@ async fn events_to_recommendations_over_http() {
         .wait_for(sent as u64, Duration::from_secs(120))
         .await
         .unwrap();
-    pipeline.stop_trainer().await.unwrap();
+    let model = pipeline.stop_trainer().await.unwrap();
+    pipeline
+        .wait_for_catalog(model.item_ids().len(), Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(
         pipeline
             .stats

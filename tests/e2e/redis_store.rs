@@ -55,6 +55,22 @@ async fn round_trip_generations_history_and_ttl() {
         reader.get(7, "alice", 2).await.unwrap().recent,
         vec!["d", "c"]
     );
+    // A repeated item moves to the front instead of taking a second slot.
+    writer
+        .publish(
+            7,
+            &[UserUpdate {
+                user_id: "alice".into(),
+                vector: vec![0.0; 4],
+                new_items: vec!["c".into(), "e".into(), "c".into()],
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.get(7, "alice", 100).await.unwrap().recent,
+        vec!["c", "e", "d"]
+    );
     assert_eq!(
         reader.get(8, "alice", 10).await.unwrap().vector,
         None,

@@ -28,6 +28,16 @@ pub struct TrainerConfig {
     pub popular_items: usize,
     /// Model generation this trainer evolves.
     pub generation: u64,
+    /// Compacted topic of item vectors that serving replicas follow.
+    pub item_vectors_topic: String,
+    /// Compacted topic of the popular list.
+    pub popular_topic: String,
+    /// Directory of base index snapshots (shared with the replicas); empty: none written.
+    pub snapshot_dir: String,
+    /// A snapshot is written at most this often (and once more on shutdown).
+    pub snapshot_interval_ms: u64,
+    /// Snapshots kept per generation.
+    pub snapshot_keep: usize,
 }
 
 impl Default for TrainerConfig {
@@ -45,6 +55,11 @@ impl Default for TrainerConfig {
             popularity_half_life_s: 7.0 * 86_400.0,
             popular_items: 1000,
             generation: 1,
+            item_vectors_topic: recsys_schemas::contract::ITEM_VECTORS_TOPIC.into(),
+            popular_topic: recsys_schemas::contract::POPULAR_TOPIC.into(),
+            snapshot_dir: String::new(),
+            snapshot_interval_ms: 300_000,
+            snapshot_keep: 3,
         }
     }
 }
@@ -85,6 +100,28 @@ impl TrainerConfig {
         }
         if self.popularity_half_life_s.is_nan() || self.popularity_half_life_s <= 0.0 {
             return bad("popularity_half_life_s", "must be positive");
+        }
+        let topics = [&self.topic, &self.dead_letter_topic];
+        if self.item_vectors_topic.is_empty() || topics.contains(&&self.item_vectors_topic) {
+            return bad(
+                "item_vectors_topic",
+                "must be set and differ from the event topics",
+            );
+        }
+        if self.popular_topic.is_empty()
+            || topics.contains(&&self.popular_topic)
+            || self.popular_topic == self.item_vectors_topic
+        {
+            return bad(
+                "popular_topic",
+                "must be set and differ from the other topics",
+            );
+        }
+        if self.snapshot_interval_ms == 0 {
+            return bad("snapshot_interval_ms", "must be positive");
+        }
+        if self.snapshot_keep == 0 {
+            return bad("snapshot_keep", "must be at least 1");
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! partition, offset and reason; it never stops the loop.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,9 +13,12 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use recsys_engine::index::{IndexConfig, ItemIndex};
 use recsys_engine::mf::MfModel;
 use recsys_engine::popularity::Popularity;
+use recsys_engine::snapshot;
 use recsys_schemas::Event;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -34,6 +38,9 @@ pub struct TrainerStats {
     pub train_nanos: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// Base index snapshots written, and attempts that failed.
+    pub snapshots: AtomicU64,
+    pub snapshot_errors: AtomicU64,
     /// Bits of the last finite batch loss (f32).
     pub last_loss_bits: AtomicU64,
 }
@@ -47,6 +54,14 @@ impl TrainerStats {
         } else {
             self.events_trained.load(Ordering::Relaxed) as f64 / secs
         }
+    }
+
+    /// Messages dealt with: trained, rejected to the dead-letter topic, or in a skipped
+    /// batch.
+    pub fn messages_done(&self) -> u64 {
+        self.events_trained.load(Ordering::Relaxed)
+            + self.events_rejected.load(Ordering::Relaxed)
+            + self.events_skipped.load(Ordering::Relaxed)
     }
 
     pub fn last_loss(&self) -> f32 {
@@ -71,7 +86,11 @@ pub struct OnlineTrainer {
     items: Arc<dyn ItemVectorSink>,
     stats: Arc<TrainerStats>,
     dirty: Dirty,
+    /// How snapshot indexes are built (`trainer.snapshot_dir` turns snapshots on).
+    index_cfg: IndexConfig,
 }
+
+type SnapshotTask = JoinHandle<Result<PathBuf>>;
 
 impl OnlineTrainer {
     pub fn new(
@@ -89,7 +108,14 @@ impl OnlineTrainer {
             items,
             stats: Arc::new(TrainerStats::default()),
             dirty: Dirty::default(),
+            index_cfg: IndexConfig::default(),
         })
+    }
+
+    /// How the indexes of base snapshots are built (the serving side's `[index]`).
+    pub fn with_index_config(mut self, index_cfg: IndexConfig) -> Self {
+        self.index_cfg = index_cfg;
+        self
     }
 
     pub fn stats(&self) -> Arc<TrainerStats> {
@@ -119,6 +145,9 @@ impl OnlineTrainer {
         let mut batch: Vec<Event> = Vec::with_capacity(self.cfg.batch_size);
         let mut batch_started = Instant::now();
         let mut last_publish = Instant::now();
+        let snapshot_interval = Duration::from_millis(self.cfg.snapshot_interval_ms);
+        let mut last_snapshot = Instant::now();
+        let mut snapshot: Option<SnapshotTask> = None;
         loop {
             let wait = batch_timeout.saturating_sub(batch_started.elapsed());
             tokio::select! {
@@ -149,11 +178,27 @@ impl OnlineTrainer {
                 self.publish().await;
                 last_publish = Instant::now();
             }
+            if last_snapshot.elapsed() >= snapshot_interval
+                && snapshot.as_ref().is_none_or(JoinHandle::is_finished)
+            {
+                if let Some(done) = snapshot.take() {
+                    self.snapshot_finished(done).await;
+                }
+                snapshot = self.start_snapshot().await;
+                last_snapshot = Instant::now();
+            }
         }
         if !batch.is_empty() {
             self.train(batch).await?;
         }
         self.publish().await;
+        if let Some(running) = snapshot.take() {
+            self.snapshot_finished(running).await;
+        }
+        // A final snapshot, so a replica started later has little to replay.
+        if let Some(last) = self.start_snapshot().await {
+            self.snapshot_finished(last).await;
+        }
         info!(
             trained = self.stats.events_trained.load(Ordering::Relaxed),
             rejected = self.stats.events_rejected.load(Ordering::Relaxed),
@@ -255,6 +300,65 @@ impl OnlineTrainer {
         }
         self.model = Some(model);
         Ok(())
+    }
+
+    /// Starts writing a base index snapshot of every item vector, if `snapshot_dir` is
+    /// set. Changed vectors are published first, so the snapshot's offsets (the ends of
+    /// the item-vector partitions) cover everything it holds; the index is built and
+    /// written on a blocking thread while training goes on.
+    async fn start_snapshot(&mut self) -> Option<SnapshotTask> {
+        if self.cfg.snapshot_dir.is_empty() {
+            return None;
+        }
+        self.publish().await;
+        if !self.dirty.items.is_empty() {
+            warn!("item vectors not published; snapshot postponed");
+            return None;
+        }
+        let offsets = match self.items.end_offsets().await {
+            Ok(o) => o,
+            Err(e) => {
+                self.stats.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cannot read the item-vector offsets; snapshot postponed");
+                return None;
+            }
+        };
+        let model = self.model.as_ref()?;
+        let ids = model.item_ids().clone();
+        if ids.is_empty() {
+            return None;
+        }
+        let dim = model.dim();
+        let rows: Vec<u64> = (0..ids.len() as u64).collect();
+        let vectors: Vec<f32> = (0..ids.len() as u32)
+            .flat_map(|r| model.item_vector_by_row(r).iter().copied())
+            .collect();
+        let dir = PathBuf::from(&self.cfg.snapshot_dir);
+        let (generation, keep) = (self.cfg.generation, self.cfg.snapshot_keep);
+        let index_cfg = self.index_cfg.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            let index = ItemIndex::build(dim, &index_cfg, &rows, &vectors)?;
+            Ok(snapshot::write(
+                &dir, generation, &ids, &index, &offsets, keep,
+            )?)
+        }))
+    }
+
+    async fn snapshot_finished(&self, task: SnapshotTask) {
+        match task.await {
+            Ok(Ok(path)) => {
+                self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                info!(path = %path.display(), "index snapshot written");
+            }
+            Ok(Err(e)) => {
+                self.stats.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "index snapshot failed");
+            }
+            Err(e) => {
+                self.stats.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "index snapshot task failed");
+            }
+        }
     }
 
     /// Publishes changed vectors. A failing store is logged and counted and the changes

@@ -2,12 +2,19 @@
 //! in the all-in-one mode) and item vectors and popularity (handed to serving). The trainer
 //! owns these write halves; serving owns the read halves.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use recsys_engine::store::MemoryUserStore;
-use recsys_schemas::contract::{encode_vector, user_history_key, user_vector_key};
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use recsys_engine::store::{MemoryUserStore, distinct_newest_last};
+use recsys_schemas::contract::{
+    ItemVectorMessage, POPULAR_KEY, PopularMessage, encode_vector, user_history_key,
+    user_vector_key,
+};
 use redis::aio::ConnectionManager;
 
 use crate::{Result, TrainerError};
@@ -39,6 +46,12 @@ pub trait ItemVectorSink: Send + Sync {
     async fn publish_items(&self, generation: u64, updates: Vec<ItemUpdate>) -> Result<()>;
     /// Most popular items first, with decayed scores.
     async fn publish_popular(&self, generation: u64, items: Vec<(String, f32)>) -> Result<()>;
+    /// Where a replica resumes after a base snapshot taken now: the next offset per
+    /// partition of the item-vector topic. Everything published before the call lies
+    /// below it. Empty when vectors are handed over in process.
+    async fn end_offsets(&self) -> Result<BTreeMap<i32, i64>> {
+        Ok(BTreeMap::new())
+    }
 }
 
 /// Redis: `SET u:{gen}:{user}` (little-endian f32, with a TTL) and a capped list
@@ -79,8 +92,13 @@ impl UserVectorSink for RedisUserVectorSink {
                 )
                 .ignore();
                 if !u.new_items.is_empty() {
+                    // The history holds each item once: move repeats to the front.
                     let key = user_history_key(&u.user_id);
-                    pipe.lpush(&key, &u.new_items).ignore();
+                    let fresh = distinct_newest_last(&u.new_items);
+                    for item in &fresh {
+                        pipe.lrem(&key, 0, *item).ignore();
+                    }
+                    pipe.lpush(&key, &fresh).ignore();
                     pipe.ltrim(&key, 0, self.history_len as isize - 1).ignore();
                 }
             }
@@ -109,5 +127,141 @@ impl UserVectorSink for MemoryUserVectorSink {
                 .push_history(&u.user_id, &u.new_items, self.history_len);
         }
         Ok(())
+    }
+}
+
+/// Item vectors to the compacted `item-vectors` topic (key = item id) and the popular
+/// list to `item-popularity`, for serving replicas in other processes. Every publish
+/// waits for the broker's acknowledgement of each message, so a publish that returns
+/// `Ok` is durable and a failed one is retried whole by the caller.
+pub struct KafkaItemVectorSink {
+    producer: FutureProducer,
+    topic: String,
+    popular_topic: String,
+    timeout: Duration,
+}
+
+impl KafkaItemVectorSink {
+    pub fn new(brokers: &str, topic: &str, popular_topic: &str) -> Result<Self> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("message.timeout.ms", "10000")
+            // Per-key order must survive retries: a stale vector must never land after
+            // a fresh one, nor a vector after its tombstone.
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            popular_topic: popular_topic.to_owned(),
+            timeout: Duration::from_secs(15),
+        })
+    }
+
+    /// Enqueues `(key, payload)` messages (a `None` payload is a tombstone) and waits for
+    /// every acknowledgement.
+    async fn send_all(&self, topic: &str, messages: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for (key, payload) in &messages {
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            let mut record = Some(record);
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            while let Some(r) = record.take() {
+                match self.producer.send_result(r) {
+                    Ok(delivery) => pending.push(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        // The local queue is full: let deliveries drain, then retry.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        record = Some(r);
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
+        let deliveries = tokio::time::timeout(self.timeout, futures::future::join_all(pending))
+            .await
+            .map_err(|_| TrainerError::Store(format!("{topic}: deliveries timed out")))?;
+        for d in deliveries {
+            match d {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e.into()),
+                Err(_) => return Err(TrainerError::Store(format!("{topic}: producer closed"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tombstones: the items are removed from every replica's index.
+    pub async fn remove_items(&self, item_ids: &[String]) -> Result<()> {
+        self.send_all(
+            &self.topic,
+            item_ids.iter().map(|id| (id.clone(), None)).collect(),
+        )
+        .await
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[async_trait]
+impl ItemVectorSink for KafkaItemVectorSink {
+    async fn publish_items(&self, generation: u64, updates: Vec<ItemUpdate>) -> Result<()> {
+        let ts_ms = now_ms();
+        let messages = updates
+            .into_iter()
+            .map(|u| {
+                let payload = ItemVectorMessage {
+                    generation,
+                    ts_ms,
+                    vector: u.vector,
+                }
+                .encode();
+                (u.item_id, Some(payload))
+            })
+            .collect();
+        self.send_all(&self.topic, messages).await
+    }
+
+    async fn publish_popular(&self, generation: u64, items: Vec<(String, f32)>) -> Result<()> {
+        let payload = serde_json::to_vec(&PopularMessage {
+            generation,
+            ts_ms: now_ms(),
+            items,
+        })
+        .map_err(|e| TrainerError::Task(e.to_string()))?;
+        self.send_all(
+            &self.popular_topic,
+            vec![(POPULAR_KEY.to_owned(), Some(payload))],
+        )
+        .await
+    }
+
+    async fn end_offsets(&self) -> Result<BTreeMap<i32, i64>> {
+        let client = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || -> Result<BTreeMap<i32, i64>> {
+            let timeout = Duration::from_secs(10);
+            let md = client.client().fetch_metadata(Some(&topic), timeout)?;
+            let mut out = BTreeMap::new();
+            for t in md.topics() {
+                for p in t.partitions() {
+                    let (_, high) = client.client().fetch_watermarks(&topic, p.id(), timeout)?;
+                    out.insert(p.id(), high);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| TrainerError::Task(e.to_string()))?
     }
 }

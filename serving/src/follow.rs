@@ -1,0 +1,438 @@
+//! How a replica keeps its catalog fresh: load the newest valid base snapshot of its
+//! generation, then follow the `item-vectors` topic from the offsets the snapshot
+//! includes, applying deltas in small batches to a staging copy that is swapped in whole
+//! (DESIGN §4). The newest popular list comes from `item-popularity`.
+//!
+//! The replica is *ready* once it has applied every item-vector message that existed when
+//! it started following: `/readyz` answers 503 until then.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use recsys_engine::snapshot;
+use recsys_schemas::contract::{ItemVectorMessage, POPULAR_KEY, PopularMessage};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::catalog::CatalogHolder;
+use crate::{Result, ServingError};
+
+/// The `[follow]` part of serving: where item vectors come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FollowConfig {
+    /// Kafka bootstrap servers; empty in the all-in-one process means the trainer's.
+    pub brokers: String,
+    pub item_vectors_topic: String,
+    pub popular_topic: String,
+    /// Directory of base index snapshots; empty: start from an empty index and replay the
+    /// whole topic.
+    pub snapshot_dir: String,
+    /// A batch is applied when it holds this many changes…
+    pub apply_batch: usize,
+    /// …or when its oldest change has waited this long.
+    pub apply_interval_ms: u64,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            item_vectors_topic: recsys_schemas::contract::ITEM_VECTORS_TOPIC.into(),
+            popular_topic: recsys_schemas::contract::POPULAR_TOPIC.into(),
+            snapshot_dir: String::new(),
+            apply_batch: 20_000,
+            apply_interval_ms: 100,
+        }
+    }
+}
+
+impl FollowConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| {
+            Err(ServingError::Config(format!("serving.follow.{key}: {why}")))
+        };
+        if self.item_vectors_topic.is_empty() {
+            return bad("item_vectors_topic", "must not be empty");
+        }
+        if self.popular_topic.is_empty() || self.popular_topic == self.item_vectors_topic {
+            return bad(
+                "popular_topic",
+                "must be set and differ from item_vectors_topic",
+            );
+        }
+        if self.apply_batch == 0 {
+            return bad("apply_batch", "must be at least 1");
+        }
+        if self.apply_interval_ms == 0 {
+            return bad("apply_interval_ms", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// What the follower has done, readable by `/readyz` and the metrics.
+#[derive(Debug, Default)]
+pub struct FollowStatus {
+    ready: AtomicBool,
+    /// Item changes (upserts and tombstones) applied.
+    pub applied: AtomicU64,
+    /// Batches swapped in.
+    pub batches: AtomicU64,
+    /// Messages that could not be decoded or applied (logged, skipped).
+    pub rejected: AtomicU64,
+    /// Messages of another model generation (skipped).
+    pub other_generation: AtomicU64,
+    /// Milliseconds from the trainer publishing the newest applied vector to it being
+    /// searchable here.
+    pub last_delay_ms: AtomicI64,
+    /// Generation and sequence number of the snapshot loaded at start (-1: none).
+    pub snapshot_seq: AtomicI64,
+}
+
+impl FollowStatus {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// For processes that fill the catalog some other way (tests, in-process hand-over).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Changes collected since the last swap, collapsed to the last change per item so a
+/// batch applies exactly as the messages would one by one, in order.
+#[derive(Default)]
+struct Pending {
+    changes: HashMap<String, Option<Vec<f32>>>,
+    /// Per partition, the offset after the last message taken into this batch.
+    next: BTreeMap<i32, i64>,
+    oldest: Option<Instant>,
+    newest_ts_ms: i64,
+}
+
+pub struct ItemFollower {
+    cfg: FollowConfig,
+    generation: u64,
+    catalog: Arc<CatalogHolder>,
+    status: Arc<FollowStatus>,
+}
+
+impl ItemFollower {
+    pub fn new(cfg: FollowConfig, generation: u64, catalog: Arc<CatalogHolder>) -> Result<Self> {
+        cfg.validate()?;
+        if cfg.brokers.trim().is_empty() {
+            return Err(ServingError::Config(
+                "serving.follow.brokers: must be set".into(),
+            ));
+        }
+        Ok(Self {
+            cfg,
+            generation,
+            catalog,
+            status: Arc::new(FollowStatus {
+                snapshot_seq: AtomicI64::new(-1),
+                ..FollowStatus::default()
+            }),
+        })
+    }
+
+    pub fn status(&self) -> Arc<FollowStatus> {
+        self.status.clone()
+    }
+
+    /// Loads the newest valid snapshot, if any, and returns the offsets to resume from.
+    async fn load_snapshot(&self) -> BTreeMap<i32, i64> {
+        if self.cfg.snapshot_dir.is_empty() {
+            return BTreeMap::new();
+        }
+        let dir = PathBuf::from(&self.cfg.snapshot_dir);
+        let generation = self.generation;
+        let index_cfg = self.catalog.index_config().clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            snapshot::load_latest(&dir, generation, None, &index_cfg)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(Some(snap))) => {
+                let offsets = snap.manifest.offsets.clone();
+                info!(
+                    path = %snap.path.display(),
+                    items = snap.manifest.item_count,
+                    ?offsets,
+                    "loaded index snapshot"
+                );
+                self.status
+                    .snapshot_seq
+                    .store(snap.manifest.seq as i64, Ordering::Relaxed);
+                match self.catalog.install(generation, snap.ids, snap.index) {
+                    Ok(()) => offsets,
+                    Err(e) => {
+                        error!(error = %e, "cannot install the snapshot; replaying the topic");
+                        BTreeMap::new()
+                    }
+                }
+            }
+            Ok(Ok(None)) => {
+                info!(dir = %self.cfg.snapshot_dir, generation, "no valid index snapshot; replaying the item-vector topic");
+                BTreeMap::new()
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot list index snapshots; replaying the item-vector topic");
+                BTreeMap::new()
+            }
+            Err(e) => {
+                error!(error = %e, "snapshot loading task failed; replaying the item-vector topic");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Partitions of `topic` and their (low, high) watermarks, waiting for the topic to
+    /// exist.
+    async fn partitions(
+        consumer: &Arc<StreamConsumer>,
+        topic: &str,
+        cancel: &CancellationToken,
+    ) -> Option<BTreeMap<i32, (i64, i64)>> {
+        loop {
+            let c = consumer.clone();
+            let t = topic.to_owned();
+            let found = tokio::task::spawn_blocking(move || -> rdkafka::error::KafkaResult<_> {
+                let timeout = Duration::from_secs(5);
+                let md = c.fetch_metadata(Some(&t), timeout)?;
+                let mut out = BTreeMap::new();
+                for mt in md.topics().iter().filter(|mt| mt.error().is_none()) {
+                    for p in mt.partitions() {
+                        out.insert(p.id(), c.fetch_watermarks(&t, p.id(), timeout)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+            match found {
+                Ok(Ok(p)) if !p.is_empty() => return Some(p),
+                Ok(Ok(_)) => info!(topic, "topic not there yet; waiting"),
+                Ok(Err(e)) => warn!(topic, error = %e, "cannot read topic metadata; retrying"),
+                Err(e) => warn!(topic, error = %e, "metadata task failed; retrying"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Follows until `cancel` fires. Never returns an error for a bad message: it is
+    /// logged, counted and skipped.
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        let start = self.load_snapshot().await;
+        let kafka = |e: rdkafka::error::KafkaError| ServingError::Internal(format!("kafka: {e}"));
+        // No consumer group: every replica reads every partition, from its own offsets.
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", &self.cfg.brokers)
+                .set("group.id", format!("recsys-replica-{}", std::process::id()))
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .map_err(kafka)?,
+        );
+        let topic = self.cfg.item_vectors_topic.clone();
+        let Some(marks) = Self::partitions(&consumer, &topic, &cancel).await else {
+            return Ok(());
+        };
+        let targets: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(_, high))| (p, high)).collect();
+        let mut tpl = TopicPartitionList::new();
+        for &p in targets.keys() {
+            let offset = start
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            tpl.add_partition_offset(&topic, p, offset).map_err(kafka)?;
+        }
+        // The popular list: only the newest message matters.
+        let popular = Self::partitions(&consumer, &self.cfg.popular_topic, &cancel).await;
+        for &p in popular.iter().flat_map(BTreeMap::keys) {
+            tpl.add_partition_offset(&self.cfg.popular_topic, p, Offset::OffsetTail(1))
+                .map_err(kafka)?;
+        }
+        consumer.assign(&tpl).map_err(kafka)?;
+        info!(topic, ?targets, ?start, "following item vectors");
+
+        // Caught up per partition once the next offset reaches the watermark seen now.
+        let mut position: BTreeMap<i32, i64> = marks
+            .iter()
+            .map(|(&p, &(low, _))| (p, start.get(&p).copied().unwrap_or(low).max(low)))
+            .collect();
+        let caught_up = |position: &BTreeMap<i32, i64>| {
+            targets
+                .iter()
+                .all(|(p, &high)| position.get(p).copied().unwrap_or(0) >= high)
+        };
+        if caught_up(&position) {
+            self.mark_ready();
+        }
+
+        let interval = Duration::from_millis(self.cfg.apply_interval_ms);
+        let mut pending = Pending::default();
+        loop {
+            let wait = pending
+                .oldest
+                .map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                received = tokio::time::timeout(wait.max(Duration::from_millis(1)), consumer.recv()) => {
+                    match received {
+                        Ok(Ok(msg)) => {
+                            if msg.topic() == topic {
+                                self.take(&msg, &mut pending);
+                            } else {
+                                self.popular(&msg);
+                            }
+                        }
+                        Ok(Err(e)) => warn!(error = %e, "kafka receive error; retrying"),
+                        Err(_elapsed) => {}
+                    }
+                }
+            }
+            let due = pending.oldest.is_some_and(|t| t.elapsed() >= interval);
+            if pending.changes.len() >= self.cfg.apply_batch || due {
+                self.apply(std::mem::take(&mut pending), &mut position)
+                    .await;
+                if !self.status.is_ready() && caught_up(&position) {
+                    self.mark_ready();
+                }
+            }
+        }
+        if !pending.changes.is_empty() {
+            self.apply(pending, &mut position).await;
+        }
+        Ok(())
+    }
+
+    fn mark_ready(&self) {
+        if !self.status.is_ready() {
+            info!(
+                items = self.catalog.load().item_count(),
+                "caught up with the item-vector topic; ready"
+            );
+        }
+        self.status.set_ready();
+    }
+
+    /// Adds one item-vector message to the batch.
+    fn take(&self, msg: &BorrowedMessage<'_>, pending: &mut Pending) {
+        pending.next.insert(msg.partition(), msg.offset() + 1);
+        pending.oldest.get_or_insert_with(Instant::now);
+        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            self.status.rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "item-vector message without a UTF-8 key; skipped"
+            );
+            return;
+        };
+        let change = match msg.payload() {
+            None | Some([]) => None,
+            Some(bytes) => match ItemVectorMessage::decode(bytes) {
+                Ok(m) if m.generation != self.generation => {
+                    self.status.other_generation.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(m) => {
+                    pending.newest_ts_ms = pending.newest_ts_ms.max(m.ts_ms);
+                    Some(m.vector)
+                }
+                Err(e) => {
+                    self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        item = key,
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        error = %e,
+                        "bad item-vector message; skipped"
+                    );
+                    return;
+                }
+            },
+        };
+        pending.changes.insert(key.to_owned(), change);
+    }
+
+    /// Swaps one batch in; on failure the batch is logged and dropped (the next snapshot
+    /// or the next change of those items repairs it) and the replica keeps serving.
+    async fn apply(&self, pending: Pending, position: &mut BTreeMap<i32, i64>) {
+        let count = pending.changes.len() as u64;
+        let mut upserts = Vec::new();
+        let mut removes = Vec::new();
+        for (item, change) in pending.changes {
+            match change {
+                Some(v) => upserts.push((item, v)),
+                None => removes.push(item),
+            }
+        }
+        let catalog = self.catalog.clone();
+        let generation = self.generation;
+        let result =
+            tokio::task::spawn_blocking(move || catalog.apply_deltas(generation, upserts, removes))
+                .await;
+        match result {
+            Ok(Ok(())) => {
+                self.status.applied.fetch_add(count, Ordering::Relaxed);
+                self.status.batches.fetch_add(1, Ordering::Relaxed);
+                if pending.newest_ts_ms > 0 {
+                    self.status
+                        .last_delay_ms
+                        .store(now_ms() - pending.newest_ts_ms, Ordering::Relaxed);
+                }
+            }
+            Ok(Err(e)) => {
+                self.status.rejected.fetch_add(count, Ordering::Relaxed);
+                error!(error = %e, changes = count, "item-vector batch rejected; still serving the previous index");
+            }
+            Err(e) => {
+                self.status.rejected.fetch_add(count, Ordering::Relaxed);
+                error!(error = %e, "item-vector apply task failed");
+            }
+        }
+        position.extend(pending.next);
+    }
+
+    fn popular(&self, msg: &BorrowedMessage<'_>) {
+        if msg.key() != Some(POPULAR_KEY.as_bytes()) {
+            return;
+        }
+        let parsed = msg.payload().map(serde_json::from_slice::<PopularMessage>);
+        match parsed {
+            Some(Ok(m)) if m.generation == self.generation => {
+                if let Err(e) = self.catalog.set_popular(m.generation, m.items) {
+                    warn!(error = %e, "popular list not applied");
+                }
+            }
+            Some(Ok(_)) => {
+                self.status.other_generation.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Err(e)) => {
+                self.status.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "bad popular-list message; skipped");
+            }
+            None => {}
+        }
+    }
+}
