@@ -81,12 +81,12 @@ impl Pipeline {
         let follow_cancel = CancellationToken::new();
         let follower = tokio::spawn(follower.run(follow_cancel.clone()));
 
-        let (server, addr) = recsys_serving::start(AppState {
-            catalog: catalog.clone(),
-            users: reader,
-            cfg: cfg.serving.clone(),
-            follow: follow.clone(),
-        })
+        let (server, addr) = recsys_serving::start(AppState::new(
+            catalog.clone(),
+            reader,
+            cfg.serving.clone(),
+            follow.clone(),
+        )?)
         .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
@@ -116,24 +116,43 @@ impl Pipeline {
         })
     }
 
-    /// Waits until the serving catalog holds at least `items` items and a popular list
-    /// (both have come through their topics), or `timeout` passes.
-    pub async fn wait_for_catalog(&self, items: usize, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until the serving catalog holds every item of `model` with exactly the
+    /// model's vector, and a popular list (both have come through their topics), or
+    /// `timeout` passes.
+    pub async fn wait_for_catalog(&self, model: &MfModel, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let filled = |c: &recsys_serving::Catalog| c.item_count() >= items && !c.popular.is_empty();
-        while !filled(&self.catalog.load()) {
+        let items = model.item_ids();
+        let current = |c: &recsys_serving::Catalog| -> usize {
+            let Some(index) = c.index.as_ref() else {
+                return 0;
+            };
+            (0..items.len() as u32)
+                .filter(|&row| {
+                    let got = items
+                        .id(row)
+                        .and_then(|id| c.ids.get(id))
+                        .and_then(|r| index.vector(u64::from(r)));
+                    got == Some(model.item_vector_by_row(row))
+                })
+                .count()
+        };
+        loop {
+            let c = self.catalog.load();
+            let done = current(&c);
+            if done == items.len() && !c.popular.is_empty() {
+                return Ok(());
+            }
             if self.follower.is_finished() {
                 bail!("the item follower stopped");
             }
             if Instant::now() > deadline {
                 bail!(
-                    "serving catalog holds {} of {items} items after {timeout:?}",
-                    self.catalog.load().item_count()
+                    "serving catalog holds {done} of {} item vectors as trained after {timeout:?}",
+                    items.len()
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
     }
 
     /// Messages the trainer has dealt with: trained, rejected or in a skipped batch.

@@ -74,7 +74,8 @@ pub struct IndexBenchReport {
     pub delta_items: usize,
 }
 
-/// Items and queries around shared cluster centres, the shape of trained embeddings.
+/// Items and queries around shared cluster centres, the shape of trained embeddings;
+/// the noise is as wide as the spread of the centres, so clusters overlap.
 fn clustered(n: usize, queries: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let clusters = ((n as f64).sqrt() as usize).clamp(16, 2_000);
@@ -83,7 +84,7 @@ fn clustered(n: usize, queries: usize, dim: usize, seed: u64) -> (Vec<f32>, Vec<
         .collect();
     let draw = |rng: &mut StdRng, out: &mut Vec<f32>| {
         let c = rng.random_range(0..clusters);
-        out.extend((0..dim).map(|j| centres[c * dim + j] + 0.5 * rng.random_range(-1.0f32..1.0)));
+        out.extend((0..dim).map(|j| centres[c * dim + j] + rng.random_range(-1.0f32..1.0)));
     };
     let mut items = Vec::with_capacity(n * dim);
     for _ in 0..n {
@@ -147,15 +148,21 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
     for &n in &opts.items {
         let (items, queries) = clustered(n, opts.queries, dim, opts.seed);
         let ids: Vec<u64> = (0..n as u64).collect();
-        let nlist = (4.0 * (n as f64).sqrt()).round() as usize;
-        let m = dim / 2;
+        // The factory strings the size-based default would pick, forced per row.
+        let sized = |below: usize| IndexConfig {
+            flat_below: 0,
+            ivf_flat_below: below,
+            ..IndexConfig::default()
+        };
+        let ivf_flat = sized(usize::MAX).factory_for(n, dim);
+        let ivf_pq = sized(0).factory_for(n, dim);
         let configs: Vec<(&str, String, usize)> = vec![
             ("flat", "IDMap2,Flat".into(), 1),
-            ("ivf_flat", format!("IVF{nlist},Flat"), 1),
-            ("ivf_pq", format!("IVF{nlist},PQ{m}x4fs"), 1),
+            ("ivf_flat", ivf_flat, 1),
+            ("ivf_pq", ivf_pq.clone(), 1),
             (
                 "ivf_pq_rerank",
-                format!("IVF{nlist},PQ{m}x4fs"),
+                ivf_pq,
                 IndexConfig::default().rerank_factor,
             ),
         ];

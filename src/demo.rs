@@ -120,7 +120,7 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
         .await?;
     let model = pipeline.stop_trainer().await?;
     pipeline
-        .wait_for_catalog(model.item_ids().len(), Duration::from_secs(60))
+        .wait_for_catalog(&model, Duration::from_secs(60))
         .await?;
     let stats = pipeline.stats.clone();
     let trained = stats.events_trained.load(Ordering::Relaxed);

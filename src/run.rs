@@ -126,13 +126,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let follow = follower.status();
     let cancel = CancellationToken::new();
     let mut follower = tokio::spawn(follower.run(cancel.clone()));
-    let (server, addr) = recsys_serving::start(AppState {
-        catalog,
-        users: reader,
-        cfg: cfg.serving.clone(),
-        follow,
-    })
-    .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
+    let (server, addr) =
+        recsys_serving::start(AppState::new(catalog, reader, cfg.serving.clone(), follow)?)
+            .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
     let handle = server.handle();
     let mut server = tokio::spawn(server);
     info!(%addr, "serving replica running");

@@ -81,7 +81,12 @@ impl IndexConfig {
         if let Some(f) = &self.factory {
             return f.clone();
         }
-        let nlist = (4.0 * (n as f64).sqrt()).round().clamp(16.0, 65_536.0) as usize;
+        // 4·√n lists, but never fewer than 40 items per list: FAISS's k-means wants 39
+        // training points per centroid.
+        let nlist = (4.0 * (n as f64).sqrt())
+            .min(n as f64 / 40.0)
+            .round()
+            .clamp(16.0, 65_536.0) as usize;
         if n < self.flat_below {
             "IDMap2,Flat".into()
         } else if n < self.ivf_flat_below {

@@ -1,4 +1,4 @@
-//! HTTP handlers. Searches run on actix's blocking pool, never on the async workers.
+//! HTTP handlers. Searches run on the dedicated search pool, never on the async workers.
 //! Every error body is JSON `{"error": ...}` with a 4xx status naming what was wrong.
 
 use std::collections::HashSet;
@@ -13,6 +13,7 @@ use tracing::warn;
 
 use crate::catalog::{Catalog, CatalogHolder};
 use crate::follow::FollowStatus;
+use crate::search::SearchPool;
 use crate::store::UserVectorStore;
 use crate::{Result, ServingConfig, ServingError};
 
@@ -28,6 +29,26 @@ pub struct AppState {
     pub cfg: ServingConfig,
     /// Whether the catalog has caught up with the item-vector topic (`/readyz`).
     pub follow: Arc<FollowStatus>,
+    pub search: SearchPool,
+}
+
+impl AppState {
+    /// Starts the search pool sized by `cfg`.
+    pub fn new(
+        catalog: Arc<CatalogHolder>,
+        users: Arc<dyn UserVectorStore>,
+        cfg: ServingConfig,
+        follow: Arc<FollowStatus>,
+    ) -> std::io::Result<Self> {
+        let search = SearchPool::new(cfg.search_threads, cfg.search_queue)?;
+        Ok(Self {
+            catalog,
+            users,
+            cfg,
+            follow,
+            search,
+        })
+    }
 }
 
 /// Registers every route, the JSON error handlers and the JSON 404.
@@ -159,7 +180,7 @@ async fn recommend(
         exclude.extend(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
     }
 
-    let (source, items) = rank(catalog.clone(), record, exclude, k).await?;
+    let (source, items) = rank(&state.search, catalog.clone(), record, exclude, k).await?;
     Ok(web::Json(RecommendationResponse {
         user_id,
         model_generation: catalog.generation,
@@ -171,6 +192,7 @@ async fn recommend(
 
 /// Personal vector if there is one, else a fold-in of recent items, else popular items.
 async fn rank(
+    search: &SearchPool,
     catalog: Arc<Catalog>,
     record: UserRecord,
     exclude: HashSet<String>,
@@ -186,26 +208,19 @@ async fn rank(
         (None, _) => (Source::Popular, None),
     };
     if let (Some(index), Some(query)) = (index, query) {
-        let fetch = k + exclude.len();
-        let catalog2 = catalog.clone();
-        let items = web::block(move || -> Result<Vec<ScoredItem>> {
-            let hits = index
-                .search(&query, fetch.min(index.len()))
-                .map_err(|e| ServingError::Internal(e.to_string()))?;
-            Ok(hits
-                .into_iter()
-                .filter_map(|(id, score)| {
-                    let item = catalog2.ids.id(id as u32)?;
-                    (!exclude.contains(item)).then(|| ScoredItem {
-                        item_id: item.to_owned(),
-                        score,
-                    })
+        let fetch = (k + exclude.len()).min(index.len());
+        let hits = search.search(index, query, fetch).await?;
+        let items = hits
+            .into_iter()
+            .filter_map(|(id, score)| {
+                let item = catalog.ids.id(id as u32)?;
+                (!exclude.contains(item)).then(|| ScoredItem {
+                    item_id: item.to_owned(),
+                    score,
                 })
-                .take(k)
-                .collect())
-        })
-        .await
-        .map_err(|e| ServingError::Internal(e.to_string()))??;
+            })
+            .take(k)
+            .collect();
         return Ok((source, items));
     }
     let items = catalog

@@ -3,7 +3,7 @@
 //! version on a staging copy and swap it in whole, so a query never waits on a write and
 //! never sees a half-applied batch.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use recsys_engine::ids::IdMap;
@@ -79,14 +79,7 @@ impl CatalogHolder {
         if upserts.is_empty() && removes.is_empty() {
             return Ok(());
         }
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.load();
-        if generation != cur.generation {
-            return Err(ServingError::BadRequest(format!(
-                "item vectors of generation {generation} sent to a catalog of generation {}",
-                cur.generation
-            )));
-        }
+        let (_guard, cur) = self.begin(generation, "item vectors")?;
         let dim = match (upserts.first(), cur.index.as_deref()) {
             (Some((_, v)), _) => v.len(),
             (None, Some(old)) => old.dim(),
@@ -157,55 +150,59 @@ impl CatalogHolder {
                 ItemIndex::build(dim, &self.index_cfg, &keep_ids, &keep_vecs).map_err(internal)?
             }
         };
-        self.current.store(Arc::new(Catalog {
-            generation,
-            version: cur.version + 1,
-            ids,
-            index: Some(Arc::new(index)),
-            popular: cur.popular.clone(),
-        }));
+        self.swap(&cur, ids, Some(Arc::new(index)), cur.popular.clone());
         Ok(())
     }
 
     /// Replaces ids and index with a loaded base snapshot of the current generation
     /// (the popular list stays).
     pub fn install(&self, generation: u64, ids: IdMap, index: ItemIndex) -> Result<()> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.load();
-        if generation != cur.generation {
-            return Err(ServingError::BadRequest(format!(
-                "snapshot of generation {generation} offered to a catalog of generation {}",
-                cur.generation
-            )));
-        }
-        self.current.store(Arc::new(Catalog {
-            generation,
-            version: cur.version + 1,
-            ids: Arc::new(ids),
-            index: Some(Arc::new(index)),
-            popular: cur.popular.clone(),
-        }));
+        let (_guard, cur) = self.begin(generation, "snapshot")?;
+        self.swap(
+            &cur,
+            Arc::new(ids),
+            Some(Arc::new(index)),
+            cur.popular.clone(),
+        );
         Ok(())
     }
 
     /// Replaces the popular list.
     pub fn set_popular(&self, generation: u64, popular: Vec<(String, f32)>) -> Result<()> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (_guard, cur) = self.begin(generation, "popular list")?;
+        self.swap(&cur, cur.ids.clone(), cur.index.clone(), Arc::new(popular));
+        Ok(())
+    }
+
+    /// Takes the writer lock and the current version, refusing a change made for another
+    /// generation.
+    fn begin(&self, generation: u64, what: &str) -> Result<(MutexGuard<'_, ()>, Arc<Catalog>)> {
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let cur = self.load();
         if generation != cur.generation {
             return Err(ServingError::BadRequest(format!(
-                "popular list of generation {generation} sent to a catalog of generation {}",
+                "{what} of generation {generation} sent to a catalog of generation {}",
                 cur.generation
             )));
         }
+        Ok((guard, cur))
+    }
+
+    /// Stores the version after `cur` (call with the writer lock held).
+    fn swap(
+        &self,
+        cur: &Catalog,
+        ids: Arc<IdMap>,
+        index: Option<Arc<ItemIndex>>,
+        popular: Arc<Vec<(String, f32)>>,
+    ) {
         self.current.store(Arc::new(Catalog {
-            generation,
+            generation: cur.generation,
             version: cur.version + 1,
-            ids: cur.ids.clone(),
-            index: cur.index.clone(),
-            popular: Arc::new(popular),
+            ids,
+            index,
+            popular,
         }));
-        Ok(())
     }
 }
 

@@ -20,6 +20,10 @@ pub struct ServingConfig {
     pub workers: usize,
     /// Model generation whose user vectors are read.
     pub generation: u64,
+    /// Threads of the dedicated search pool (0 = one per core).
+    pub search_threads: usize,
+    /// Searches that may wait for a search thread; beyond, requests get 503.
+    pub search_queue: usize,
     /// Where item vectors come from (`[serving.follow]`).
     pub follow: FollowConfig,
 }
@@ -33,6 +37,8 @@ impl Default for ServingConfig {
             store_timeout_ms: 50,
             workers: 0,
             generation: 1,
+            search_threads: 0,
+            search_queue: 1024,
             follow: FollowConfig::default(),
         }
     }
@@ -52,6 +58,9 @@ impl ServingConfig {
         }
         if self.store_timeout_ms == 0 {
             return bad("store_timeout_ms", "must be positive");
+        }
+        if self.search_queue == 0 {
+            return bad("search_queue", "must be at least 1");
         }
         self.follow.validate()
     }

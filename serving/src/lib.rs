@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod follow;
+pub mod search;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -48,9 +48,22 @@ fn write_snapshot(dir: &Path, items: &[(usize, f32)], offsets: &BTreeMap<i32, i6
     snapshot::write(dir, 1, &ids, &index, offsets, 5).unwrap();
 }
 
-struct Replica {
-    catalog: Arc<CatalogHolder>,
-    status: Arc<FollowStatus>,
+/// A broker with the two topics, the trainer's item sink on it, and a snapshot directory.
+fn setup() -> (
+    EmbeddedKafka,
+    String,
+    KafkaItemVectorSink,
+    tempfile::TempDir,
+) {
+    let kafka = EmbeddedKafka::start(&TOPICS).unwrap();
+    let brokers = kafka.bootstrap_servers().to_owned();
+    let sink = KafkaItemVectorSink::new(&brokers, "item-vectors", "item-popularity").unwrap();
+    (kafka, brokers, sink, tempfile::tempdir().unwrap())
+}
+
+pub struct Replica {
+    pub catalog: Arc<CatalogHolder>,
+    pub status: Arc<FollowStatus>,
     cancel: CancellationToken,
     follower: tokio::task::JoinHandle<recsys_serving::Result<()>>,
     addr: std::net::SocketAddr,
@@ -58,7 +71,7 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(brokers: &str, snapshot_dir: &Path, apply_interval_ms: u64) -> Self {
+    pub fn start(brokers: &str, snapshot_dir: &Path, apply_interval_ms: u64) -> Self {
         let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
         let follow = FollowConfig {
             brokers: brokers.to_owned(),
@@ -70,17 +83,19 @@ impl Replica {
         let status = follower.status();
         let cancel = CancellationToken::new();
         let follower = tokio::spawn(follower.run(cancel.clone()));
-        let (server, addr) = recsys_serving::start(AppState {
-            catalog: catalog.clone(),
-            users: Arc::new(MemoryUserStore::new()),
-            cfg: ServingConfig {
-                bind: "127.0.0.1:0".into(),
-                workers: 1,
-                ..ServingConfig::default()
-            },
-            follow: status.clone(),
-        })
+        let cfg = ServingConfig {
+            bind: "127.0.0.1:0".into(),
+            workers: 1,
+            ..ServingConfig::default()
+        };
+        let state = AppState::new(
+            catalog.clone(),
+            Arc::new(MemoryUserStore::new()),
+            cfg,
+            status.clone(),
+        )
         .unwrap();
+        let (server, addr) = recsys_serving::start(state).unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
@@ -102,7 +117,7 @@ impl Replica {
             .status
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.readyz().await != 200 {
             assert!(Instant::now() < deadline, "replica never became ready");
@@ -120,7 +135,7 @@ impl Replica {
             .map(<[f32]>::to_vec)
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.cancel.cancel();
         self.follower.await.unwrap().unwrap();
         self.server.stop(true).await;
@@ -129,10 +144,7 @@ impl Replica {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
-    let kafka = EmbeddedKafka::start(&TOPICS).unwrap();
-    let brokers = kafka.bootstrap_servers().to_owned();
-    let sink = KafkaItemVectorSink::new(&brokers, "item-vectors", "item-popularity").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, brokers, sink, dir) = setup();
 
     // Before the snapshot: 400 items at version 1.
     sink.publish_items(1, updates(0..400, 1.0)).await.unwrap();
@@ -204,10 +216,7 @@ async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_newest_snapshot_falls_back_to_the_older_one() {
-    let kafka = EmbeddedKafka::start(&TOPICS).unwrap();
-    let brokers = kafka.bootstrap_servers().to_owned();
-    let sink = KafkaItemVectorSink::new(&brokers, "item-vectors", "item-popularity").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, brokers, sink, dir) = setup();
 
     sink.publish_items(1, updates(0..100, 1.0)).await.unwrap();
     let first = sink.end_offsets().await.unwrap();

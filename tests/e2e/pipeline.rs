@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -17,6 +18,7 @@ use recsys_engine::synth::SynthConfig;
 use recsys_serving::{RedisUserVectorStore, UserVectorStore};
 use recsys_trainer::sink::{RedisUserVectorSink, UserVectorSink};
 
+use crate::follow::Replica;
 use crate::support::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,6 +31,8 @@ async fn events_to_recommendations_over_http() {
     cfg.trainer.publish_interval_ms = 100;
     cfg.serving.bind = "127.0.0.1:0".into();
     cfg.serving.workers = 1;
+    let snapshots = tempfile::tempdir().unwrap();
+    cfg.trainer.snapshot_dir = snapshots.path().to_str().unwrap().to_owned();
 
     let data = SynthConfig {
         users: 300,
@@ -66,9 +70,32 @@ async fn events_to_recommendations_over_http() {
         .unwrap();
     let model = pipeline.stop_trainer().await.unwrap();
     pipeline
-        .wait_for_catalog(model.item_ids().len(), Duration::from_secs(30))
+        .wait_for_catalog(&model, Duration::from_secs(30))
         .await
         .unwrap();
+    assert_eq!(pipeline.stats.snapshots.load(Ordering::Relaxed), 1);
+
+    // A replica started after the trainer stopped starts from the trainer's final
+    // snapshot, which covers every published vector: nothing is left to replay.
+    let replica = Replica::start(kafka.bootstrap_servers(), snapshots.path(), 50);
+    replica.wait_ready().await;
+    assert_eq!(replica.status.snapshot_seq.load(Ordering::Relaxed), 0);
+    assert_eq!(replica.status.applied.load(Ordering::Relaxed), 0);
+    let (ours, theirs) = (pipeline.catalog.load(), replica.catalog.load());
+    assert_eq!(theirs.item_count(), model.item_ids().len());
+    let query = model.user_vector(&data.test[0].0).unwrap().to_vec();
+    let answer = |c: &recsys_serving::Catalog| -> Vec<String> {
+        c.index
+            .as_ref()
+            .unwrap()
+            .search(&query, 10)
+            .unwrap()
+            .iter()
+            .map(|(row, _)| c.ids.id(*row as u32).unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(answer(&theirs), answer(&ours));
+    replica.stop().await;
     assert_eq!(
         pipeline
             .stats
