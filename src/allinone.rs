@@ -25,6 +25,7 @@ pub fn topics(cfg: &Config, event_partitions: i32) -> Vec<(String, i32)> {
     vec![
         (cfg.trainer.topic.clone(), event_partitions),
         (cfg.trainer.dead_letter_topic.clone(), 1),
+        (cfg.trainer.items_topic.clone(), 1),
         (cfg.trainer.item_vectors_topic.clone(), 4),
         (cfg.trainer.popular_topic.clone(), 1),
     ]

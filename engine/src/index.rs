@@ -114,6 +114,14 @@ pub struct ItemIndex {
     live: usize,
     /// Items when the FAISS structure was built (its quantizers fit that size).
     built_for: usize,
+    /// Unique per state of the FAISS structure: a fresh value on every build, clone,
+    /// read and write, so a cached GPU copy can tell it is stale.
+    uid: u64,
+}
+
+fn next_uid() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for ItemIndex {
@@ -171,6 +179,7 @@ impl ItemIndex {
             present: Vec::new(),
             live: 0,
             built_for: ids.len(),
+            uid: next_uid(),
         };
         index.set_nprobe()?;
         index.upsert(ids, vectors)?;
@@ -179,6 +188,7 @@ impl ItemIndex {
 
     fn set_nprobe(&mut self) -> Result<()> {
         if self.factory.contains("IVF") {
+            self.uid = next_uid();
             let inner = &mut self.inner;
             ParameterSpace::new()
                 .and_then(|ps| ps.set_index_parameter(inner, "nprobe", self.nprobe as f64))
@@ -243,6 +253,7 @@ impl ItemIndex {
             present: self.present.clone(),
             live: self.live,
             built_for: self.built_for,
+            uid: next_uid(),
         })
     }
 
@@ -309,6 +320,7 @@ impl ItemIndex {
             present: vec![false; rows],
             live: 0,
             built_for,
+            uid: next_uid(),
         };
         for (k, &id) in ids.iter().enumerate() {
             let s = id as usize * dim;
@@ -354,6 +366,7 @@ impl ItemIndex {
             return Ok(());
         }
         let faiss_ids: Vec<Idx> = ids.iter().map(|&i| Idx::new(i)).collect();
+        self.uid = next_uid();
         self.inner
             .add_with_ids(vectors, &faiss_ids)
             .map_err(faiss_err)?;
@@ -384,6 +397,7 @@ impl ItemIndex {
         }
         let faiss_ids: Vec<Idx> = present.iter().map(|&i| Idx::new(i)).collect();
         let selector = IdSelector::batch(&faiss_ids).map_err(faiss_err)?;
+        self.uid = next_uid();
         self.inner.remove_ids(&selector).map_err(faiss_err)?;
         for &id in &present {
             self.present[id as usize] = false;
@@ -413,6 +427,12 @@ impl ItemIndex {
             return Ok(vec![Vec::new(); n]);
         }
         let fetch = (k * self.rerank_factor).min(self.live);
+        #[cfg(feature = "gpu")]
+        let labels = match gpu::search(self, queries, n, fetch) {
+            Some(labels) => labels?,
+            None => search_shared(&self.inner, queries, n, fetch)?,
+        };
+        #[cfg(not(feature = "gpu"))]
         let labels = search_shared(&self.inner, queries, n, fetch)?;
         Ok(queries
             .chunks_exact(self.dim)
@@ -506,6 +526,132 @@ fn search_shared(index: &IndexImpl, queries: &[f32], n: usize, k: usize) -> Resu
         return Err(EngineError::Index(format!("search failed: {message}")));
     }
     Ok(labels)
+}
+
+/// The `gpu` feature: searches go to a FAISS GPU copy of the index; adds, removals,
+/// snapshots and the exact re-ranking stay on the CPU copy, which remains the master.
+///
+/// FAISS's GPU resources object is not thread-safe and GPU indexes do not take
+/// concurrent searches, so one thread owns the resources and every GPU index, and search
+/// requests reach it through a channel. It keeps a GPU copy of the most recently searched
+/// index version (`uid`) and copies the next version over when the catalog swaps. An
+/// index kind FAISS cannot move to the GPU (the 4-bit fast-scan PQ of the size-based
+/// default is one: use a factory such as `IVF4096,PQ32` on GPU machines) or a machine
+/// without a GPU falls back to CPU search, logged once per index version.
+///
+/// This path needs nvcc and the CUDA toolkit to build and cannot be built on the CPU-only
+/// development machines. Its Rust side type-checks and passes clippy against the `faiss`
+/// 0.13 GPU API with FAISS linked dynamically: drop `static` from the workspace's `faiss`
+/// dependency in a scratch copy and run `cargo clippy -p recsys-engine --features gpu`
+/// (`check` does not link, so no libfaiss is needed).
+#[cfg(feature = "gpu")]
+mod gpu {
+    use std::sync::mpsc::{Sender, channel, sync_channel};
+    use std::sync::{Mutex, OnceLock};
+
+    use faiss::Index;
+    use faiss::gpu::StandardGpuResources;
+
+    use super::{ItemIndex, faiss_err};
+    use crate::Result;
+
+    /// A borrowed index handed to the GPU thread. The requester blocks until the reply
+    /// arrives, and the GPU thread never touches the index after replying.
+    struct IndexRef(*const ItemIndex);
+
+    // SAFETY: `ItemIndex` is `Sync` (FAISS CPU indexes may be read from any thread), and
+    // the pointer is only dereferenced while the requester waits for the reply, so the
+    // index outlives every use.
+    #[allow(unsafe_code)]
+    unsafe impl Send for IndexRef {}
+
+    struct Request {
+        index: IndexRef,
+        queries: Vec<f32>,
+        k: usize,
+        reply: std::sync::mpsc::SyncSender<Option<Result<Vec<i64>>>>,
+    }
+
+    /// The GPU thread's request queue; `None` when no GPU could be initialised.
+    fn queue() -> Option<&'static Mutex<Sender<Request>>> {
+        static QUEUE: OnceLock<Option<Mutex<Sender<Request>>>> = OnceLock::new();
+        QUEUE
+            .get_or_init(|| {
+                let (tx, rx) = channel::<Request>();
+                let (ready_tx, ready_rx) = sync_channel::<bool>(1);
+                std::thread::Builder::new()
+                    .name("faiss-gpu".into())
+                    .spawn(move || {
+                        let res = match StandardGpuResources::new() {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no FAISS GPU; searching on the CPU");
+                                let _ = ready_tx.send(false);
+                                return;
+                            }
+                        };
+                        let _ = ready_tx.send(true);
+                        // (uid, GPU copy or None when that version cannot go to the GPU)
+                        let mut cached = None;
+                        for req in rx {
+                            // SAFETY: see `IndexRef`; the reply is sent after the last use.
+                            #[allow(unsafe_code)]
+                            let index = unsafe { &*req.index.0 };
+                            let uid = index.uid;
+                            if cached.as_ref().is_none_or(|(u, _)| *u != uid) {
+                                let copy = match index.inner.to_gpu(&res, 0) {
+                                    Ok(g) => Some(g),
+                                    Err(e) => {
+                                        tracing::warn!(
+                                            factory = %index.factory,
+                                            error = %e,
+                                            "index kind not supported on the GPU; CPU search"
+                                        );
+                                        None
+                                    }
+                                };
+                                cached = Some((uid, copy));
+                            }
+                            let answer = cached.as_mut().and_then(|(_, g)| g.as_mut()).map(|g| {
+                                g.search(&req.queries, req.k).map_err(faiss_err).map(|r| {
+                                    r.labels
+                                        .iter()
+                                        .map(|l| l.get().map_or(-1, |v| v as i64))
+                                        .collect()
+                                })
+                            });
+                            let _ = req.reply.send(answer);
+                        }
+                    })
+                    .ok()?;
+                ready_rx
+                    .recv()
+                    .ok()
+                    .filter(|ok| *ok)
+                    .map(|_| Mutex::new(tx))
+            })
+            .as_ref()
+    }
+
+    /// Labels of the `n × k` nearest candidates from the GPU copy, or `None` to search
+    /// on the CPU instead.
+    pub(super) fn search(
+        index: &ItemIndex,
+        queries: &[f32],
+        _n: usize,
+        k: usize,
+    ) -> Option<Result<Vec<i64>>> {
+        let tx = queue()?;
+        let (reply, answer) = sync_channel(1);
+        let request = Request {
+            index: IndexRef(index),
+            queries: queries.to_vec(),
+            k,
+            reply,
+        };
+        tx.lock().ok()?.send(request).ok()?;
+        answer.recv().ok().flatten()
+    }
 }
 
 /// Inverted lists of an `IVF<n>,…` factory string.

@@ -4,6 +4,8 @@
 
 /// Interaction events, JSON, key = user id.
 pub const EVENTS_TOPIC: &str = "events";
+/// Item metadata ([`crate::ItemMeta`]), JSON, key = item id.
+pub const ITEMS_TOPIC: &str = "items";
 /// Events that failed to parse or validate, with the reason in a header.
 pub const DEAD_LETTER_TOPIC: &str = "events-dlq";
 /// Item vectors, compacted, key = item id, value = [`ItemVectorMessage`] encoded by

@@ -38,7 +38,7 @@ pub enum EventError {
 }
 
 impl EventError {
-    fn field(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Field {
             field,
             reason: reason.into(),
@@ -148,7 +148,10 @@ impl Event {
     }
 }
 
-fn id_field(map: &Map<String, Value>, field: &'static str) -> Result<String, EventError> {
+pub(crate) fn id_field(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<String, EventError> {
     match map.get(field) {
         None | Some(Value::Null) => Err(EventError::field(field, "is required")),
         Some(Value::String(s)) => {
@@ -172,7 +175,7 @@ fn check_id(id: &str, field: &'static str) -> Result<(), EventError> {
     Ok(())
 }
 
-fn tag(s: &str, field: &'static str) -> Result<String, EventError> {
+pub(crate) fn tag(s: &str, field: &'static str) -> Result<String, EventError> {
     if s.is_empty() || s.len() > MAX_TAG_BYTES {
         return Err(EventError::field(
             field,

@@ -6,5 +6,7 @@ pub mod api;
 pub mod arrow;
 pub mod contract;
 pub mod event;
+pub mod item;
 
 pub use event::{Event, EventError};
+pub use item::ItemMeta;

@@ -159,16 +159,16 @@ async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
         .await
         .unwrap();
     let gone: Vec<String> = (50..60).map(|i| format!("i{i}")).collect();
-    sink.remove_items(&gone).await.unwrap();
+    sink.remove_items(gone.clone()).await.unwrap();
     sink.publish_popular(1, vec![("i7".into(), 1.0), ("i8".into(), 0.5)])
         .await
         .unwrap();
     sink.publish_items(2, updates(1..2, 9.0)).await.unwrap();
     // An item removed and then re-added ends up present, one added then removed absent.
-    sink.remove_items(&["i70".to_owned()]).await.unwrap();
+    sink.remove_items(vec!["i70".to_owned()]).await.unwrap();
     sink.publish_items(1, updates(70..71, 3.0)).await.unwrap();
     sink.publish_items(1, updates(460..461, 3.0)).await.unwrap();
-    sink.remove_items(&["i460".to_owned()]).await.unwrap();
+    sink.remove_items(vec!["i460".to_owned()]).await.unwrap();
 
     // A long apply interval keeps the first batch back: not ready until it is applied.
     let replica = Replica::start(&brokers, dir.path(), 2_000);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use recsys::allinone::{Pipeline, topics};
 use recsys::config::Config;
 use recsys::demo::produce;
@@ -239,5 +240,136 @@ async fn events_to_recommendations_over_http() {
         reasons.iter().any(|r| r.contains("not valid JSON")),
         "{reasons:?}"
     );
+    pipeline.shutdown().await.unwrap();
+}
+
+/// Sends one message to `topic` and waits for the broker's acknowledgement.
+async fn send_one(brokers: &str, topic: &str, key: &str, payload: &[u8]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+/// Polls `done` every 10 ms for up to 30 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_items_leave_index_and_popular_list_and_come_back() {
+    let mut cfg = Config::default();
+    let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
+    let brokers = kafka.bootstrap_servers().to_owned();
+    cfg.trainer.brokers = brokers.clone();
+    cfg.trainer.batch_size = 256;
+    cfg.trainer.publish_interval_ms = 100;
+    cfg.serving.bind = "127.0.0.1:0".into();
+    cfg.serving.workers = 1;
+    let data = SynthConfig {
+        users: 100,
+        items: 60,
+        events: 4_000,
+        clusters: 4,
+        seed: 3,
+        ..SynthConfig::default()
+    }
+    .generate()
+    .unwrap();
+    let sent = {
+        let (brokers, data) = (brokers.clone(), data.clone());
+        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 0, None))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (writer, reader) = recsys::allinone::memory_store(cfg.trainer.history_len);
+    let mut pipeline = Pipeline::start(&cfg, writer, reader).unwrap();
+    pipeline
+        .wait_for(sent as u64, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let catalog = pipeline.catalog.clone();
+    eventually("popular list and items arrive", || {
+        let c = catalog.load();
+        !c.popular.is_empty() && c.item_count() == 60
+    })
+    .await;
+    let top = catalog.load().popular[0].0.clone();
+    let holds = |c: &recsys_serving::Catalog, item: &str| {
+        c.ids
+            .get(item)
+            .is_some_and(|row| c.index.as_ref().unwrap().contains(u64::from(row)))
+    };
+
+    send_one(
+        &brokers,
+        "items",
+        &top,
+        format!(r#"{{"item_id":"{top}","hidden":true}}"#).as_bytes(),
+    )
+    .await;
+    send_one(&brokers, "items", "x", br#"{"item_id":"x","hidden":"yes"}"#).await;
+    eventually(
+        "the hidden item leaves the index and the popular list",
+        || {
+            let c = catalog.load();
+            !holds(&c, &top) && !c.popular.is_empty() && c.popular.iter().all(|(i, _)| *i != top)
+        },
+    )
+    .await;
+    assert_eq!(pipeline.stats.items_hidden.load(Ordering::Relaxed), 1);
+    eventually("the bad item message is rejected", || {
+        pipeline.stats.item_updates_rejected.load(Ordering::Relaxed) == 1
+    })
+    .await;
+
+    // No answer contains it, whichever path produced the answer.
+    let addr = pipeline.addr;
+    let users: Vec<String> = data
+        .test
+        .iter()
+        .map(|t| t.0.clone())
+        .chain(["stranger".into()])
+        .collect();
+    let hidden = top.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut http = HttpClient::connect(addr).unwrap();
+        for user in &users {
+            let body = http
+                .get(&format!("/v1/users/{user}/recommendations?k=50"))
+                .unwrap()
+                .json()
+                .unwrap();
+            let items = body["items"].as_array().unwrap();
+            assert!(!items.is_empty(), "{body}");
+            assert!(
+                items.iter().all(|i| i["item_id"] != hidden.as_str()),
+                "{user}: {body}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+
+    send_one(
+        &brokers,
+        "items",
+        &top,
+        format!(r#"{{"item_id":"{top}","hidden":false}}"#).as_bytes(),
+    )
+    .await;
+    eventually("the item is back", || holds(&catalog.load(), &top)).await;
     pipeline.shutdown().await.unwrap();
 }

@@ -28,6 +28,8 @@ pub struct TrainerConfig {
     pub popular_items: usize,
     /// Model generation this trainer evolves.
     pub generation: u64,
+    /// Item metadata (hidden flag, categories); empty: not consumed.
+    pub items_topic: String,
     /// Compacted topic of item vectors that serving replicas follow.
     pub item_vectors_topic: String,
     /// Compacted topic of the popular list.
@@ -55,6 +57,7 @@ impl Default for TrainerConfig {
             popularity_half_life_s: 7.0 * 86_400.0,
             popular_items: 1000,
             generation: 1,
+            items_topic: recsys_schemas::contract::ITEMS_TOPIC.into(),
             item_vectors_topic: recsys_schemas::contract::ITEM_VECTORS_TOPIC.into(),
             popular_topic: recsys_schemas::contract::POPULAR_TOPIC.into(),
             snapshot_dir: String::new(),
@@ -101,7 +104,12 @@ impl TrainerConfig {
         if self.popularity_half_life_s.is_nan() || self.popularity_half_life_s <= 0.0 {
             return bad("popularity_half_life_s", "must be positive");
         }
-        let topics = [&self.topic, &self.dead_letter_topic];
+        if !self.items_topic.is_empty()
+            && [&self.topic, &self.dead_letter_topic].contains(&&self.items_topic)
+        {
+            return bad("items_topic", "must differ from the event topics");
+        }
+        let topics = [&self.topic, &self.dead_letter_topic, &self.items_topic];
         if self.item_vectors_topic.is_empty() || topics.contains(&&self.item_vectors_topic) {
             return bad(
                 "item_vectors_topic",

@@ -17,7 +17,7 @@ use recsys_engine::index::{IndexConfig, ItemIndex};
 use recsys_engine::mf::MfModel;
 use recsys_engine::popularity::Popularity;
 use recsys_engine::snapshot;
-use recsys_schemas::Event;
+use recsys_schemas::{Event, ItemMeta};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -38,6 +38,11 @@ pub struct TrainerStats {
     pub train_nanos: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// Item-metadata messages applied, and those rejected to the dead-letter topic.
+    pub item_updates: AtomicU64,
+    pub item_updates_rejected: AtomicU64,
+    /// Items currently hidden.
+    pub items_hidden: AtomicU64,
     /// Base index snapshots written, and attempts that failed.
     pub snapshots: AtomicU64,
     pub snapshot_errors: AtomicU64,
@@ -75,6 +80,8 @@ struct Dirty {
     users: HashSet<u32>,
     items: HashSet<u32>,
     new_items: HashMap<u32, Vec<String>>,
+    /// Items hidden since the last publish: tombstones to send.
+    hidden: HashSet<String>,
 }
 
 /// The online trainer: owns the model while it runs and gives it back when stopped.
@@ -88,6 +95,9 @@ pub struct OnlineTrainer {
     dirty: Dirty,
     /// How snapshot indexes are built (`trainer.snapshot_dir` turns snapshots on).
     index_cfg: IndexConfig,
+    /// Items hidden by the `items` topic: never published, never in a snapshot or the
+    /// popular list.
+    hidden: HashSet<String>,
 }
 
 type SnapshotTask = JoinHandle<Result<PathBuf>>;
@@ -109,6 +119,7 @@ impl OnlineTrainer {
             stats: Arc::new(TrainerStats::default()),
             dirty: Dirty::default(),
             index_cfg: IndexConfig::default(),
+            hidden: HashSet::new(),
         })
     }
 
@@ -133,7 +144,11 @@ impl OnlineTrainer {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .create()?;
-        consumer.subscribe(&[&self.cfg.topic])?;
+        let mut topics = vec![self.cfg.topic.as_str()];
+        if !self.cfg.items_topic.is_empty() {
+            topics.push(&self.cfg.items_topic);
+        }
+        consumer.subscribe(&topics)?;
         let dlq: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.cfg.brokers)
             .set("message.timeout.ms", "10000")
@@ -154,6 +169,15 @@ impl OnlineTrainer {
                 _ = cancel.cancelled() => break,
                 received = tokio::time::timeout(wait.max(Duration::from_millis(1)), consumer.recv()) => {
                     match received {
+                        Ok(Ok(msg)) if msg.topic() == self.cfg.items_topic => {
+                            match parse_item(&msg) {
+                                Ok(meta) => self.item_meta(meta),
+                                Err(reason) => {
+                                    self.stats.item_updates_rejected.fetch_add(1, Ordering::Relaxed);
+                                    self.reject(&dlq, &msg, &reason).await;
+                                }
+                            }
+                        }
                         Ok(Ok(msg)) => match parse(&msg) {
                             Ok(event) => {
                                 if batch.is_empty() {
@@ -161,7 +185,10 @@ impl OnlineTrainer {
                                 }
                                 batch.push(event);
                             }
-                            Err(reason) => self.reject(&dlq, &msg, &reason).await,
+                            Err(reason) => {
+                                self.stats.events_rejected.fetch_add(1, Ordering::Relaxed);
+                                self.reject(&dlq, &msg, &reason).await;
+                            }
                         },
                         Ok(Err(e)) => warn!(error = %e, "kafka receive error; retrying"),
                         Err(_elapsed) => {}
@@ -209,9 +236,11 @@ impl OnlineTrainer {
             .ok_or_else(|| TrainerError::Task("model lost".into()))
     }
 
+    /// Sends a message that failed to parse or validate to the dead-letter topic, with
+    /// its source topic, partition and offset and the reason in headers.
     async fn reject(&self, dlq: &FutureProducer, msg: &BorrowedMessage<'_>, reason: &str) {
-        self.stats.events_rejected.fetch_add(1, Ordering::Relaxed);
         warn!(
+            topic = msg.topic(),
             partition = msg.partition(),
             offset = msg.offset(),
             reason,
@@ -220,6 +249,10 @@ impl OnlineTrainer {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "source_topic",
+                value: Some(msg.topic()),
+            })
             .insert(Header {
                 key: "source_partition",
                 value: Some(partition.as_str()),
@@ -302,6 +335,40 @@ impl OnlineTrainer {
         Ok(())
     }
 
+    /// Applies one item-metadata message: hiding an item queues a tombstone and keeps
+    /// its vector out of every later publish and snapshot; showing it again republishes
+    /// its vector.
+    fn item_meta(&mut self, meta: ItemMeta) {
+        self.stats.item_updates.fetch_add(1, Ordering::Relaxed);
+        if meta.hidden {
+            if self.hidden.insert(meta.item_id.clone()) {
+                info!(item = %meta.item_id, "item hidden");
+                self.dirty.hidden.insert(meta.item_id);
+            }
+        } else if self.hidden.remove(&meta.item_id) {
+            info!(item = %meta.item_id, "item shown again");
+            self.dirty.hidden.remove(&meta.item_id);
+            if let Some(row) = self
+                .model
+                .as_ref()
+                .and_then(|m| m.item_ids().get(&meta.item_id))
+            {
+                self.dirty.items.insert(row);
+            }
+        }
+        self.stats
+            .items_hidden
+            .store(self.hidden.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Rows of the hidden items the model knows.
+    fn hidden_rows(&self, model: &MfModel) -> HashSet<u32> {
+        self.hidden
+            .iter()
+            .filter_map(|id| model.item_ids().get(id))
+            .collect()
+    }
+
     /// Starts writing a base index snapshot of every item vector, if `snapshot_dir` is
     /// set. Changed vectors are published first, so the snapshot's offsets (the ends of
     /// the item-vector partitions) cover everything it holds; the index is built and
@@ -329,9 +396,14 @@ impl OnlineTrainer {
             return None;
         }
         let dim = model.dim();
-        let rows: Vec<u64> = (0..ids.len() as u64).collect();
-        let vectors: Vec<f32> = (0..ids.len() as u32)
-            .flat_map(|r| model.item_vector_by_row(r).iter().copied())
+        let hidden = self.hidden_rows(model);
+        let live: Vec<u32> = (0..ids.len() as u32)
+            .filter(|r| !hidden.contains(r))
+            .collect();
+        let rows: Vec<u64> = live.iter().map(|&r| u64::from(r)).collect();
+        let vectors: Vec<f32> = live
+            .iter()
+            .flat_map(|&r| model.item_vector_by_row(r).iter().copied())
             .collect();
         let dir = PathBuf::from(&self.cfg.snapshot_dir);
         let (generation, keep) = (self.cfg.generation, self.cfg.snapshot_keep);
@@ -367,7 +439,10 @@ impl OnlineTrainer {
         let Some(model) = self.model.as_ref() else {
             return;
         };
-        if self.dirty.users.is_empty() && self.dirty.items.is_empty() {
+        if self.dirty.users.is_empty()
+            && self.dirty.items.is_empty()
+            && self.dirty.hidden.is_empty()
+        {
             return;
         }
         let generation = self.cfg.generation;
@@ -383,9 +458,11 @@ impl OnlineTrainer {
                 })
             })
             .collect();
+        let hidden_rows = self.hidden_rows(model);
         let items: Vec<ItemUpdate> = dirty
             .items
             .iter()
+            .filter(|row| !hidden_rows.contains(row))
             .filter_map(|&row| {
                 Some(ItemUpdate {
                     item_id: model.item_ids().id(row)?.to_owned(),
@@ -395,14 +472,18 @@ impl OnlineTrainer {
             .collect();
         let popular: Vec<(String, f32)> = self
             .popularity
-            .top_k(self.cfg.popular_items, &HashSet::new())
+            .top_k(self.cfg.popular_items, &hidden_rows)
             .into_iter()
             .filter_map(|(row, s)| Some((model.item_ids().id(row)?.to_owned(), s)))
             .collect();
         // Items first: a user vector is only useful once the items it points at are
         // searchable.
+        let removed: Vec<String> = dirty.hidden.iter().cloned().collect();
         let result = async {
             self.items.publish_items(generation, items).await?;
+            if !removed.is_empty() {
+                self.items.remove_items(removed).await?;
+            }
             self.items.publish_popular(generation, popular).await?;
             self.users.publish(generation, &users).await
         }
@@ -416,6 +497,13 @@ impl OnlineTrainer {
                 warn!(error = %e, retry = ?e.retry_hint(), "publish failed; will retry");
                 self.dirty.users.extend(dirty.users);
                 self.dirty.items.extend(dirty.items);
+                // Still hidden ones only: an item shown again meanwhile needs no tombstone.
+                self.dirty.hidden.extend(
+                    dirty
+                        .hidden
+                        .into_iter()
+                        .filter(|id| self.hidden.contains(id)),
+                );
                 for (u, items) in dirty.new_items {
                     let pending = self.dirty.new_items.entry(u).or_default();
                     let mut merged = items;
@@ -425,6 +513,13 @@ impl OnlineTrainer {
             }
         }
     }
+}
+
+/// Parses an `items` message; the error is the dead-letter reason.
+fn parse_item(msg: &BorrowedMessage<'_>) -> Result<ItemMeta, String> {
+    let payload = msg.payload().ok_or_else(|| "empty message".to_owned())?;
+    let default_ts = msg.timestamp().to_millis().unwrap_or(0);
+    ItemMeta::from_json(payload, default_ts).map_err(|e| e.to_string())
 }
 
 /// Parses a Kafka message into a validated event; the error is the dead-letter reason.

@@ -44,6 +44,8 @@ pub trait UserVectorSink: Send + Sync {
 #[async_trait]
 pub trait ItemVectorSink: Send + Sync {
     async fn publish_items(&self, generation: u64, updates: Vec<ItemUpdate>) -> Result<()>;
+    /// Removes items (hidden ones) from every replica's index.
+    async fn remove_items(&self, item_ids: Vec<String>) -> Result<()>;
     /// Most popular items first, with decayed scores.
     async fn publish_popular(&self, generation: u64, items: Vec<(String, f32)>) -> Result<()>;
     /// Where a replica resumes after a base snapshot taken now: the next offset per
@@ -196,15 +198,6 @@ impl KafkaItemVectorSink {
         }
         Ok(())
     }
-
-    /// Tombstones: the items are removed from every replica's index.
-    pub async fn remove_items(&self, item_ids: &[String]) -> Result<()> {
-        self.send_all(
-            &self.topic,
-            item_ids.iter().map(|id| (id.clone(), None)).collect(),
-        )
-        .await
-    }
 }
 
 fn now_ms() -> i64 {
@@ -230,6 +223,15 @@ impl ItemVectorSink for KafkaItemVectorSink {
             })
             .collect();
         self.send_all(&self.topic, messages).await
+    }
+
+    /// Tombstones (null values), which compaction eventually turns into absence.
+    async fn remove_items(&self, item_ids: Vec<String>) -> Result<()> {
+        self.send_all(
+            &self.topic,
+            item_ids.into_iter().map(|id| (id, None)).collect(),
+        )
+        .await
     }
 
     async fn publish_popular(&self, generation: u64, items: Vec<(String, f32)>) -> Result<()> {
