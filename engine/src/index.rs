@@ -42,7 +42,10 @@ impl Default for IndexConfig {
         Self {
             factory: None,
             flat_below: 20_000,
-            ivf_flat_below: 200_000,
+            // Measured (`recsys bench index`, 1M × 64, 2 cores): IVF-flat answers 3.7×
+            // faster than IVF-PQ + re-rank at the same Recall@10 (0.998), and since the
+            // re-rank keeps raw vectors, PQ saves only FAISS's share of the memory.
+            ivf_flat_below: 2_000_000,
             nprobe: 16,
             rerank_factor: 30,
             rebuild_growth: 2.0,
@@ -719,7 +722,8 @@ mod tests {
         assert_eq!(cfg.factory_for(1_000, 64), "IDMap2,Flat");
         assert!(cfg.factory_for(50_000, 64).ends_with(",Flat"));
         assert!(cfg.factory_for(50_000, 64).starts_with("IVF"));
-        assert!(cfg.factory_for(1_000_000, 64).ends_with("PQ32x4fs"));
+        assert!(cfg.factory_for(1_000_000, 64).ends_with(",Flat"));
+        assert!(cfg.factory_for(5_000_000, 64).ends_with("PQ32x4fs"));
     }
 
     #[test]

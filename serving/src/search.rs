@@ -4,9 +4,10 @@
 //! bounded: when it is full a request fails fast with 503 instead of waiting.
 //!
 //! Micro-batching concurrent queries into one FAISS call was measured and not kept:
-//! `recsys bench index` on this 2-core machine shows two threads of single queries at
-//! least as fast as one batched call for the re-ranked IVF-PQ default (100k items: 7.8k/s
-//! against 6.8k/s), because FAISS parallelises a batch over the same two cores.
+//! `recsys bench index` on a 2-core machine shows one batched call beating two threads of
+//! single queries only for IVF-flat at 1M items (+17%) and losing elsewhere (IVF-flat at
+//! 100k −30%, IVF-PQ + re-rank at 1M −14%): FAISS parallelises a batch over the same two
+//! cores the threads would use.
 
 use std::sync::Arc;
 use std::sync::Mutex;
