@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 use recsys_engine::device::autodiff_device;
 use recsys_engine::mf::MfModel;
 use recsys_engine::store::MemoryUserStore;
-use recsys_serving::{AppState, CatalogHolder, FollowStatus, ItemFollower, UserVectorStore};
+use recsys_serving::{
+    AppState, CatalogHolder, FollowStatus, ItemFollower, KafkaEventSink, UserVectorStore,
+};
 use recsys_trainer::sink::{KafkaItemVectorSink, MemoryUserVectorSink, UserVectorSink};
 use recsys_trainer::{OnlineTrainer, Result, TrainerStats};
 use tokio::task::JoinHandle;
@@ -82,13 +84,12 @@ impl Pipeline {
         let follow_cancel = CancellationToken::new();
         let follower = tokio::spawn(follower.run(follow_cancel.clone()));
 
-        let (server, addr) = recsys_serving::start(AppState::new(
-            catalog.clone(),
-            reader,
-            cfg.serving.clone(),
-            follow.clone(),
-        )?)
-        .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
+        let events = KafkaEventSink::new(&cfg.trainer.brokers, &cfg.serving.events_topic)
+            .map_err(anyhow::Error::msg)?;
+        let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?
+            .with_events(Arc::new(events));
+        let (server, addr) = recsys_serving::start(state)
+            .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
         let model = MfModel::new(cfg.model.clone(), autodiff_device(cfg.compute.backend)?)?;

@@ -13,10 +13,12 @@ pub struct HttpClient {
     reader: BufReader<TcpStream>,
 }
 
-/// Status and body of one response.
+/// Status, headers and body of one response.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// Names as sent.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -52,11 +54,22 @@ impl HttpClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> anyhow::Result<Response> {
-        match self.try_request(method, path, body) {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// [`HttpClient::request`] with extra request headers.
+    pub fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<Response> {
+        match self.try_request(method, path, headers, body) {
             Ok(r) => Ok(r),
             Err(_) => {
                 *self = Self::connect(self.addr)?;
-                self.try_request(method, path, body)
+                self.try_request(method, path, headers, body)
             }
         }
     }
@@ -65,9 +78,13 @@ impl HttpClient {
         &mut self,
         method: &str,
         path: &str,
+        headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> anyhow::Result<Response> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(b) = body {
             head.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -91,6 +108,7 @@ impl HttpClient {
             .with_context(|| format!("bad status line {status_line:?}"))?;
         let mut length = None;
         let mut chunked = false;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             self.reader.read_line(&mut line)?;
@@ -99,12 +117,13 @@ impl HttpClient {
                 break;
             }
             if let Some((name, value)) = line.split_once(':') {
-                let name = name.trim().to_ascii_lowercase();
-                if name == "content-length" {
+                let lower = name.trim().to_ascii_lowercase();
+                if lower == "content-length" {
                     length = value.trim().parse::<usize>().ok();
-                } else if name == "transfer-encoding" && value.contains("chunked") {
+                } else if lower == "transfer-encoding" && value.contains("chunked") {
                     chunked = true;
                 }
+                headers.push((name.trim().to_owned(), value.trim().to_owned()));
             }
         }
         let mut body = Vec::new();
@@ -124,6 +143,10 @@ impl HttpClient {
             body.resize(length.unwrap_or(0), 0);
             self.reader.read_exact(&mut body)?;
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }

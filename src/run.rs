@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use recsys_engine::device::autodiff_device;
 use recsys_engine::mf::MfModel;
 use recsys_serving::{
-    AppState, CatalogHolder, ItemFollower, RedisUserVectorStore, UserVectorStore,
+    AppState, CatalogHolder, ItemFollower, KafkaEventSink, RedisUserVectorStore, UserVectorStore,
 };
 use recsys_trainer::OnlineTrainer;
 use recsys_trainer::sink::{KafkaItemVectorSink, RedisUserVectorSink, UserVectorSink};
@@ -122,13 +122,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.serving.generation,
         cfg.index.clone(),
     ));
+    let follow_brokers = follow_cfg.brokers.clone();
     let follower = ItemFollower::new(follow_cfg, cfg.serving.generation, catalog.clone())?;
     let follow = follower.status();
     let cancel = CancellationToken::new();
     let mut follower = tokio::spawn(follower.run(cancel.clone()));
-    let (server, addr) =
-        recsys_serving::start(AppState::new(catalog, reader, cfg.serving.clone(), follow)?)
-            .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
+    let events = KafkaEventSink::new(&follow_brokers, &cfg.serving.events_topic)
+        .map_err(anyhow::Error::msg)?;
+    let state =
+        AppState::new(catalog, reader, cfg.serving.clone(), follow)?.with_events(Arc::new(events));
+    let (server, addr) = recsys_serving::start(state)
+        .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
     let handle = server.handle();
     let mut server = tokio::spawn(server);
     info!(%addr, "serving replica running");

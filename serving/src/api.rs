@@ -1,18 +1,27 @@
 //! HTTP handlers. Searches run on the dedicated search pool, never on the async workers.
-//! Every error body is JSON `{"error": ...}` with a 4xx status naming what was wrong.
+//! Every error body is JSON `{"error": ...}` with a 4xx status naming what was wrong, and
+//! a dependency failure (user store down or slow) is answered from a fallback, never with
+//! a 5xx.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use recsys_engine::store::UserRecord;
+use recsys_schemas::Event;
 use recsys_schemas::api::{RecommendationResponse, ScoredItem, Source};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::warn;
 
+use crate::auth::Role;
 use crate::catalog::{Catalog, CatalogHolder};
+use crate::events::EventSink;
 use crate::follow::FollowStatus;
+use crate::limits::RateLimiter;
+use crate::metrics::{FallbackCause, Metrics};
 use crate::search::SearchPool;
 use crate::store::UserVectorStore;
 use crate::{Result, ServingConfig, ServingError};
@@ -30,6 +39,10 @@ pub struct AppState {
     /// Whether the catalog has caught up with the item-vector topic (`/readyz`).
     pub follow: Arc<FollowStatus>,
     pub search: SearchPool,
+    /// Where `POST /v1/events` sends events; `None` answers 503.
+    pub events: Option<Arc<dyn EventSink>>,
+    pub metrics: Metrics,
+    pub event_limiter: RateLimiter,
 }
 
 impl AppState {
@@ -41,18 +54,31 @@ impl AppState {
         follow: Arc<FollowStatus>,
     ) -> std::io::Result<Self> {
         let search = SearchPool::new(cfg.search_threads, cfg.search_queue)?;
+        let event_limiter = RateLimiter::new(cfg.events_per_s_per_key, cfg.events_burst);
         Ok(Self {
             catalog,
             users,
             cfg,
             follow,
             search,
+            events: None,
+            metrics: Metrics::default(),
+            event_limiter,
         })
+    }
+
+    /// Accept events on `POST /v1/events` and send them to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
     }
 }
 
 /// Registers every route, the JSON error handlers and the JSON 404.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    let too_large = |what: String| -> actix_web::Error {
+        ServingError::PayloadTooLarge(format!("request body {what}")).into()
+    };
     cfg.app_data(
         web::PathConfig::default().error_handler(|err, _| {
             ServingError::BadRequest(format!("invalid path: {err}")).into()
@@ -61,21 +87,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|err, _| {
         ServingError::BadRequest(format!("invalid query string: {err}")).into()
     }))
-    .service(
-        web::resource("/v1/users/{user_id}/recommendations")
-            .route(web::get().to(recommend))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(healthz))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(readyz))
-            .default_service(web::to(method_not_allowed)),
-    )
+    .app_data(
+        web::JsonConfig::default()
+            .limit(max_body_bytes)
+            .error_handler(move |err, _| match err {
+                actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                | actix_web::error::JsonPayloadError::Overflow { .. } => {
+                    too_large(format!("is larger than {max_body_bytes} bytes"))
+                }
+                other => ServingError::BadRequest(format!("invalid JSON body: {other}")).into(),
+            }),
+    );
+    let route = |path: &str, r: actix_web::Route| {
+        web::resource(path)
+            .route(r)
+            .default_service(web::to(method_not_allowed))
+    };
+    cfg.service(route(
+        "/v1/users/{user_id}/recommendations",
+        web::get().to(recommend),
+    ))
+    .service(route(
+        "/v1/recommendations",
+        web::post().to(recommend_batch),
+    ))
+    .service(route("/v1/items/{item_id}/similar", web::get().to(similar)))
+    .service(route("/v1/popular", web::get().to(popular)))
+    .service(route("/v1/events", web::post().to(post_events)))
+    .service(route("/healthz", web::get().to(healthz)))
+    .service(route("/readyz", web::get().to(readyz)))
+    .service(route("/metrics", web::get().to(metrics)))
     .default_service(web::to(not_found));
 }
 
@@ -102,17 +143,16 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let catalog = state.catalog.load();
     let status = &state.follow;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": status.is_ready(),
         "model_generation": catalog.generation,
         "items": catalog.item_count(),
         "catalog_version": catalog.version,
-        "applied": status.applied.load(std::sync::atomic::Ordering::Relaxed),
+        "applied": status.applied.load(Ordering::Relaxed),
     });
     if status.is_ready() {
         HttpResponse::Ok().json(body)
     } else {
-        let mut body = body;
         body["error"] = "catching up with the item-vector topic".into();
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
@@ -120,12 +160,58 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let catalog = state.catalog.load();
+    let f = &state.follow;
+    let text = state.metrics.render(&[
+        (
+            "recsys_index_items",
+            "Items searchable in the index.",
+            catalog.item_count() as f64,
+        ),
+        (
+            "recsys_model_generation",
+            "Model generation being served.",
+            catalog.generation as f64,
+        ),
+        (
+            "recsys_catalog_version",
+            "Swaps of the catalog since start.",
+            catalog.version as f64,
+        ),
+        (
+            "recsys_ready",
+            "1 once caught up with the item-vector topic.",
+            if f.is_ready() { 1.0 } else { 0.0 },
+        ),
+        (
+            "recsys_item_vectors_applied",
+            "Item-vector changes applied since start.",
+            f.applied.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_item_vectors_rejected",
+            "Item-vector messages rejected since start.",
+            f.rejected.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_item_vector_delay_ms",
+            "Publish-to-searchable delay of the newest applied batch.",
+            f.last_delay_ms.load(Ordering::Relaxed) as f64,
+        ),
+    ]);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
+}
+
 #[derive(Debug, Deserialize)]
-struct RecommendQuery {
+struct KQuery {
     /// Kept as text so a bad value gets a message naming `k`.
     k: Option<String>,
     /// Comma-separated item ids never to return.
     exclude: Option<String>,
+    category: Option<String>,
 }
 
 fn parse_k(raw: Option<&str>, cfg: &ServingConfig) -> Result<usize> {
@@ -144,21 +230,60 @@ fn parse_k(raw: Option<&str>, cfg: &ServingConfig) -> Result<usize> {
     }
 }
 
-async fn recommend(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<RecommendQuery>,
-) -> Result<web::Json<RecommendationResponse>> {
-    let user_id = path.into_inner();
-    if user_id.is_empty() || user_id.len() > recsys_schemas::event::MAX_ID_BYTES {
+fn check_id(id: &str, what: &str) -> Result<()> {
+    if id.is_empty() || id.len() > recsys_schemas::event::MAX_ID_BYTES {
         return Err(ServingError::BadRequest(format!(
-            "user_id must be 1..={} bytes",
+            "{what} must be 1..={} bytes",
             recsys_schemas::event::MAX_ID_BYTES
         )));
     }
-    let k = parse_k(query.k.as_deref(), &state.cfg)?;
-    let catalog = state.catalog.load();
+    Ok(())
+}
 
+/// Category filtering needs item categories on the serving side, which replicas do not
+/// follow yet: say so instead of silently ignoring the parameter.
+fn no_category(category: Option<&str>) -> Result<()> {
+    match category {
+        Some(_) => Err(ServingError::BadRequest(
+            "category: filtering by category is not supported yet".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn recommend(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<KQuery>,
+) -> Result<web::Json<RecommendationResponse>> {
+    state.cfg.auth.require(&req, Role::Read)?;
+    let user_id = path.into_inner();
+    check_id(&user_id, "user_id")?;
+    let k = parse_k(query.k.as_deref(), &state.cfg)?;
+    no_category(query.category.as_deref())?;
+    let exclude: Vec<String> = query
+        .exclude
+        .as_deref()
+        .map(|l| {
+            l.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(web::Json(recommend_one(&state, user_id, k, exclude).await?))
+}
+
+/// One user's answer: vector and history from the store (within the timeout), then the
+/// search or a fallback.
+async fn recommend_one(
+    state: &AppState,
+    user_id: String,
+    k: usize,
+    extra_exclude: Vec<String>,
+) -> Result<RecommendationResponse> {
+    let catalog = state.catalog.load();
     let lookup = tokio::time::timeout(
         Duration::from_millis(state.cfg.store_timeout_ms),
         state.users.get(catalog.generation, &user_id, MAX_RECENT),
@@ -168,26 +293,251 @@ async fn recommend(
         Ok(Ok(record)) => (record, false),
         Ok(Err(e)) => {
             warn!(error = %e, "user store failed; serving a fallback");
+            state.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            state.metrics.fallback(FallbackCause::StoreError);
             (UserRecord::default(), true)
         }
         Err(_) => {
             warn!("user store timed out; serving a fallback");
+            state.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            state.metrics.fallback(FallbackCause::StoreTimeout);
             (UserRecord::default(), true)
         }
     };
     let mut exclude: HashSet<String> = record.recent.iter().cloned().collect();
-    if let Some(list) = &query.exclude {
-        exclude.extend(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
-    }
-
+    exclude.extend(extra_exclude);
     let (source, items) = rank(&state.search, catalog.clone(), record, exclude, k).await?;
-    Ok(web::Json(RecommendationResponse {
+    state.metrics.source(match source {
+        Source::Personal => "personal",
+        Source::FoldIn => "fold_in",
+        Source::Popular => "popular",
+    });
+    Ok(RecommendationResponse {
         user_id,
         model_generation: catalog.generation,
         source,
         fallback,
         items,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    user_ids: Vec<String>,
+    k: Option<usize>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse {
+    results: Vec<RecommendationResponse>,
+}
+
+async fn recommend_batch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<BatchRequest>,
+) -> Result<web::Json<BatchResponse>> {
+    state.cfg.auth.require(&req, Role::Read)?;
+    let body = body.into_inner();
+    if body.user_ids.is_empty() || body.user_ids.len() > state.cfg.max_batch_users {
+        return Err(ServingError::BadRequest(format!(
+            "user_ids must hold 1..={} ids, got {}",
+            state.cfg.max_batch_users,
+            body.user_ids.len()
+        )));
+    }
+    for (i, u) in body.user_ids.iter().enumerate() {
+        check_id(u, &format!("user_ids[{i}]"))?;
+    }
+    let k = parse_k(body.k.map(|k| k.to_string()).as_deref(), &state.cfg)?;
+    let answers = body
+        .user_ids
+        .into_iter()
+        .map(|u| recommend_one(&state, u, k, body.exclude.clone()));
+    let results = futures::future::try_join_all(answers).await?;
+    Ok(web::Json(BatchResponse { results }))
+}
+
+#[derive(Debug, Serialize)]
+struct ItemsResponse {
+    model_generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_id: Option<String>,
+    items: Vec<ScoredItem>,
+}
+
+async fn similar(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<KQuery>,
+) -> Result<web::Json<ItemsResponse>> {
+    state.cfg.auth.require(&req, Role::Read)?;
+    let item_id = path.into_inner();
+    check_id(&item_id, "item_id")?;
+    let k = parse_k(query.k.as_deref(), &state.cfg)?;
+    no_category(query.category.as_deref())?;
+    let catalog = state.catalog.load();
+    let found = catalog.index.as_ref().and_then(|index| {
+        let row = catalog.ids.get(&item_id)?;
+        Some((index.clone(), index.vector(u64::from(row))?.to_vec()))
+    });
+    let Some((index, vector)) = found else {
+        return Err(ServingError::NotFound(format!(
+            "item {item_id:?} is not in the index"
+        )));
+    };
+    let fetch = (k + 1).min(index.len());
+    let hits = state.search.search(index, vector, fetch).await?;
+    let items = hits
+        .into_iter()
+        .filter_map(|(row, score)| {
+            let id = catalog.ids.id(row as u32)?;
+            (id != item_id).then(|| ScoredItem {
+                item_id: id.to_owned(),
+                score,
+            })
+        })
+        .take(k)
+        .collect();
+    Ok(web::Json(ItemsResponse {
+        model_generation: catalog.generation,
+        item_id: Some(item_id),
+        items,
     }))
+}
+
+async fn popular(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<KQuery>,
+) -> Result<web::Json<ItemsResponse>> {
+    state.cfg.auth.require(&req, Role::Read)?;
+    let k = parse_k(query.k.as_deref(), &state.cfg)?;
+    no_category(query.category.as_deref())?;
+    let catalog = state.catalog.load();
+    Ok(web::Json(ItemsResponse {
+        model_generation: catalog.generation,
+        item_id: None,
+        items: popular_items(&catalog, &HashSet::new(), k),
+    }))
+}
+
+/// Validates every event of the body (one object or an array) and produces them all, or
+/// none: the first invalid one answers 400 naming its position and field.
+async fn post_events(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    state.cfg.auth.require(&req, Role::Write)?;
+    let body = read_body(payload, state.cfg.max_body_bytes).await?;
+    let Some(sink) = state.events.clone() else {
+        return Err(ServingError::Unavailable(
+            "event ingestion is not configured on this server".into(),
+        ));
+    };
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ServingError::BadRequest(format!("body is not valid JSON: {e}")))?;
+    let (objects, single) = match value {
+        Value::Array(list) => (list, false),
+        other => (vec![other], true),
+    };
+    if objects.is_empty() || objects.len() > state.cfg.max_events_per_request {
+        return Err(ServingError::BadRequest(format!(
+            "a request carries 1..={} events, got {}",
+            state.cfg.max_events_per_request,
+            objects.len()
+        )));
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut messages = Vec::with_capacity(objects.len());
+    for (i, obj) in objects.iter().enumerate() {
+        let at = if single {
+            String::new()
+        } else {
+            format!("events[{i}]: ")
+        };
+        let Value::Object(map) = obj else {
+            return Err(ServingError::BadRequest(format!(
+                "{at}an event must be a JSON object"
+            )));
+        };
+        let event = Event::from_map(map, now_ms)
+            .map_err(|e| ServingError::BadRequest(format!("{at}{e}")))?;
+        messages.push((event.user_id.clone(), event.to_json()));
+    }
+    let key = if state.cfg.auth.enabled() {
+        state.cfg.auth.role_of(&req).map(|_| key_label(&req))?
+    } else {
+        req.peer_addr()
+            .map_or_else(|| "anonymous".into(), |a| a.ip().to_string())
+    };
+    if let Err(wait) = state.event_limiter.take(&key, messages.len() as f64) {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(ServingError::TooManyRequests(
+            format!(
+                "over {} events/s for this key; retry in {wait:.1} s",
+                state.cfg.events_per_s_per_key
+            ),
+            wait.ceil() as u64,
+        ));
+    }
+    let n = messages.len();
+    sink.send(messages).await.map_err(|e| {
+        warn!(error = %e, "could not produce accepted events");
+        ServingError::Unavailable("the event log is unavailable; retry shortly".into())
+    })?;
+    state
+        .metrics
+        .events_accepted
+        .fetch_add(n as u64, Ordering::Relaxed);
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": n })))
+}
+
+/// Reads the whole body, refusing it with 413 as soon as it passes `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut> {
+    use futures::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ServingError::BadRequest(format!("invalid request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ServingError::PayloadTooLarge(format!(
+                "request body is larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A stable label for the request's key, without keeping the key itself: a hash.
+fn key_label(req: &HttpRequest) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for name in ["authorization", "x-api-key"] {
+        req.headers().get(name).map(|v| v.as_bytes()).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+fn popular_items(catalog: &Catalog, exclude: &HashSet<String>, k: usize) -> Vec<ScoredItem> {
+    catalog
+        .popular
+        .iter()
+        .filter(|(item, _)| !exclude.contains(item))
+        .take(k)
+        .map(|(item, score)| ScoredItem {
+            item_id: item.clone(),
+            score: *score,
+        })
+        .collect()
 }
 
 /// Personal vector if there is one, else a fold-in of recent items, else popular items.
@@ -223,17 +573,7 @@ async fn rank(
             .collect();
         return Ok((source, items));
     }
-    let items = catalog
-        .popular
-        .iter()
-        .filter(|(item, _)| !exclude.contains(item))
-        .take(k)
-        .map(|(item, score)| ScoredItem {
-            item_id: item.clone(),
-            score: *score,
-        })
-        .collect();
-    Ok((Source::Popular, items))
+    Ok((Source::Popular, popular_items(&catalog, &exclude, k)))
 }
 
 /// Mean of the vectors of the user's most recent known items.

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ServingError;
+use crate::auth::AuthConfig;
 use crate::follow::FollowConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,23 @@ pub struct ServingConfig {
     pub search_threads: usize,
     /// Searches that may wait for a search thread; beyond, requests get 503.
     pub search_queue: usize,
+    /// Largest request body, bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Requests handled at once (probes and metrics excluded); beyond, 503 with
+    /// `Retry-After`.
+    pub max_in_flight: usize,
+    /// `POST /v1/events`: sustained events per second per API key (per client address
+    /// without auth), and the burst allowed above it.
+    pub events_per_s_per_key: f64,
+    pub events_burst: f64,
+    /// Events in one `POST /v1/events` request.
+    pub max_events_per_request: usize,
+    /// Users in one `POST /v1/recommendations` request.
+    pub max_batch_users: usize,
+    /// Topic `POST /v1/events` produces to.
+    pub events_topic: String,
+    /// API keys (`[serving.auth]`).
+    pub auth: AuthConfig,
     /// Where item vectors come from (`[serving.follow]`).
     pub follow: FollowConfig,
 }
@@ -39,6 +57,14 @@ impl Default for ServingConfig {
             generation: 1,
             search_threads: 0,
             search_queue: 1024,
+            max_body_bytes: 1 << 20,
+            max_in_flight: 4096,
+            events_per_s_per_key: 5_000.0,
+            events_burst: 10_000.0,
+            max_events_per_request: 1_000,
+            max_batch_users: 100,
+            events_topic: recsys_schemas::contract::EVENTS_TOPIC.into(),
+            auth: AuthConfig::default(),
             follow: FollowConfig::default(),
         }
     }
@@ -62,6 +88,33 @@ impl ServingConfig {
         if self.search_queue == 0 {
             return bad("search_queue", "must be at least 1");
         }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be at least 1");
+        }
+        if self.events_per_s_per_key.is_nan() || self.events_per_s_per_key <= 0.0 {
+            return bad("events_per_s_per_key", "must be positive");
+        }
+        if self.events_burst.is_nan() || self.events_burst < 1.0 {
+            return bad("events_burst", "must be at least 1");
+        }
+        if self.max_events_per_request == 0
+            || self.max_events_per_request as f64 > self.events_burst
+        {
+            return bad(
+                "max_events_per_request",
+                "must be in 1..=events_burst (a larger request could never pass the limit)",
+            );
+        }
+        if self.max_batch_users == 0 {
+            return bad("max_batch_users", "must be at least 1");
+        }
+        if self.events_topic.is_empty() {
+            return bad("events_topic", "must not be empty");
+        }
+        self.auth.validate()?;
         self.follow.validate()
     }
 }

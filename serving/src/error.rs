@@ -11,9 +11,20 @@ pub enum ServingError {
     /// The request is malformed; the message says which parameter and why.
     #[error("{0}")]
     BadRequest(String),
+    /// No API key, or an unknown one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key is valid but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    /// The index is not loaded yet.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Over the per-key rate; retry after the given seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
+    /// Overloaded or not ready; worth retrying shortly.
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -24,14 +35,31 @@ impl ResponseError for ServingError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Config(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut resp = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unauthorized(_) => {
+                resp.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            Self::TooManyRequests(_, secs) => {
+                resp.insert_header(("Retry-After", secs.max(&1).to_string()));
+            }
+            Self::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "1"));
+            }
+            _ => {}
+        }
+        resp.json(ErrorBody {
             error: self.to_string(),
         })
     }

@@ -13,7 +13,10 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` (Debian package `redis-server`) with no persistence.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let child = Command::new("redis-server")
             .args([

@@ -1,0 +1,50 @@
+//! Where `POST /v1/events` sends accepted events: the `events` topic (key = user id), or
+//! anything else behind the same small trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Sends `(key, payload)` messages and waits until each is acknowledged.
+    async fn send(&self, messages: Vec<(String, Vec<u8>)>) -> Result<(), String>;
+}
+
+pub struct KafkaEventSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaEventSink {
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, String> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("message.timeout.ms", "5000")
+            .set("linger.ms", "2")
+            .create()
+            .map_err(|e| format!("kafka producer: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventSink for KafkaEventSink {
+    async fn send(&self, messages: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        let sends = messages.iter().map(|(key, payload)| {
+            self.producer.send(
+                FutureRecord::to(&self.topic).key(key).payload(payload),
+                Duration::from_secs(5),
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| format!("producing to {}: {e}", self.topic))?;
+        }
+        Ok(())
+    }
+}

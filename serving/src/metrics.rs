@@ -1,0 +1,225 @@
+//! Prometheus metrics in the text exposition format, kept in plain atomics and a small
+//! map: requests and latency histograms by route and status, fallbacks by cause, user
+//! store errors, rejected requests; index size and generation are read from the catalog
+//! when scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds of the latency buckets, seconds.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Why an answer came from a fallback path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FallbackCause {
+    /// The user store failed.
+    StoreError,
+    /// The user store did not answer within `store_timeout_ms`.
+    StoreTimeout,
+}
+
+impl FallbackCause {
+    fn label(self) -> &'static str {
+        match self {
+            Self::StoreError => "store_error",
+            Self::StoreTimeout => "store_timeout",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (route, method, status) → (latency histogram)
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    fallbacks: Mutex<BTreeMap<FallbackCause, u64>>,
+    /// Answers by source (personal, fold_in, popular).
+    sources: Mutex<BTreeMap<&'static str, u64>>,
+    pub store_errors: AtomicU64,
+    pub in_flight_rejected: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub events_accepted: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let h = map
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default();
+        for (i, &b) in BUCKETS.iter().enumerate() {
+            if seconds <= b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    pub fn fallback(&self, cause: FallbackCause) {
+        *self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(cause)
+            .or_default() += 1;
+    }
+
+    pub fn source(&self, source: &'static str) {
+        *self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(source)
+            .or_default() += 1;
+    }
+
+    /// The exposition text, with `gauges` (name, help, value) appended.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP recsys_http_requests_total HTTP requests by route, method and status.\n\
+             # TYPE recsys_http_requests_total counter"
+        );
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for ((route, method, status), h) in &requests {
+            let _ = writeln!(
+                out,
+                "recsys_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {}",
+                h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP recsys_http_request_duration_seconds HTTP request latency.\n\
+             # TYPE recsys_http_request_duration_seconds histogram"
+        );
+        for ((route, method, status), h) in &requests {
+            let labels = format!("route=\"{route}\",method=\"{method}\",status=\"{status}\"");
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "recsys_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "recsys_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
+                 recsys_http_request_duration_seconds_sum{{{labels}}} {}\n\
+                 recsys_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP recsys_fallbacks_total Answers served from a fallback because a dependency failed, by cause.\n\
+             # TYPE recsys_fallbacks_total counter"
+        );
+        for (cause, n) in self
+            .fallbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "recsys_fallbacks_total{{cause=\"{}\"}} {n}",
+                cause.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP recsys_answers_total Recommendation answers by the path that produced them.\n\
+             # TYPE recsys_answers_total counter"
+        );
+        for (source, n) in self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "recsys_answers_total{{source=\"{source}\"}} {n}");
+        }
+        for (name, help, value) in [
+            (
+                "recsys_store_errors_total",
+                "User store lookups that failed or timed out.",
+                &self.store_errors,
+            ),
+            (
+                "recsys_in_flight_rejected_total",
+                "Requests refused with 503 because too many were in flight.",
+                &self.in_flight_rejected,
+            ),
+            (
+                "recsys_rate_limited_total",
+                "Requests refused with 429 by the per-key rate limit.",
+                &self.rate_limited,
+            ),
+            (
+                "recsys_events_accepted_total",
+                "Events accepted by POST /v1/events.",
+                &self.events_accepted,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_buckets_and_gauges() {
+        let m = Metrics::default();
+        m.observe("/v1/popular", "GET", 200, 0.0003);
+        m.observe("/v1/popular", "GET", 200, 0.02);
+        m.observe("/v1/popular", "GET", 400, 0.0001);
+        m.fallback(FallbackCause::StoreTimeout);
+        m.source("popular");
+        let text = m.render(&[("recsys_index_items", "Items.", 42.0)]);
+        assert!(text.contains(
+            "recsys_http_requests_total{route=\"/v1/popular\",method=\"GET\",status=\"200\"} 2"
+        ));
+        assert!(text.contains("status=\"200\",le=\"0.0005\"} 1"), "{text}");
+        assert!(text.contains("status=\"200\",le=\"0.025\"} 2"), "{text}");
+        assert!(text.contains("recsys_fallbacks_total{cause=\"store_timeout\"} 1"));
+        assert!(text.contains("recsys_answers_total{source=\"popular\"} 1"));
+        assert!(text.contains("recsys_index_items 42"));
+    }
+}
