@@ -1,4 +1,6 @@
-//! `recsys bench index`: the item index on this machine, per configuration, on clustered
+//! `recsys bench index` and `recsys bench serve`.
+//!
+//! `bench index`: the item index on this machine, per configuration, on clustered
 //! synthetic item vectors; and the time from publishing a 10k-item delta on the
 //! `item-vectors` topic to it being searchable in a replica.
 //!
@@ -337,4 +339,269 @@ async fn delta(opts: &IndexBenchOptions) -> anyhow::Result<f64> {
     cancel.cancel();
     task.await.context("follower task")??;
     Ok(searchable_ms)
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeBenchOptions {
+    pub users: usize,
+    pub items: usize,
+    pub dim: usize,
+    /// Requests per second offered by the load generator, one run per rate.
+    pub rates: Vec<u32>,
+    pub seconds: u32,
+    /// Connections the load generator keeps open.
+    pub connections: u32,
+    pub seed: u64,
+    /// `ivf-pq` (the size-based IVF-PQ factory, re-ranked), `default` (what the catalog
+    /// size picks), or a FAISS factory string.
+    pub index: String,
+    /// The headline run is the highest rate served in full within this p99.
+    pub slo_p99_ms: f64,
+}
+
+impl Default for ServeBenchOptions {
+    fn default() -> Self {
+        Self {
+            users: 100_000,
+            items: 100_000,
+            dim: 64,
+            rates: vec![1_000, 5_000],
+            seconds: 10,
+            connections: 32,
+            seed: 7,
+            index: "ivf-pq".into(),
+            slo_p99_ms: 5.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeRun {
+    pub offered_rps: u32,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Responses other than 200, and connection errors (not the requests oha cuts off
+    /// when the run's time is up).
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeBenchReport {
+    pub users: usize,
+    pub items: usize,
+    pub factory: String,
+    pub runs: Vec<ServeRun>,
+    /// The headline run: the highest offered rate served in full (at least 95% of it, under
+    /// 0.1% errors) with p99 within `slo_p99_ms`; else the lowest rate.
+    pub slo_p99_ms: f64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub errors: u64,
+    pub bare_search_p50_ms: f64,
+    pub bare_redis_p50_ms: f64,
+    /// HTTP p50 over (bare search p50 + bare Redis p50).
+    pub overhead_ratio: f64,
+}
+
+fn p50(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `oha` (crates.io: `cargo install oha`) at a fixed rate against `url_regex`, whose
+/// JSON summary gives throughput, latency percentiles and status codes.
+fn oha(url_regex: &str, rate: u32, seconds: u32, connections: u32) -> anyhow::Result<ServeRun> {
+    let out = std::process::Command::new("oha")
+        .args([
+            "-z",
+            &format!("{seconds}s"),
+            "-q",
+            &rate.to_string(),
+            "-c",
+            &connections.to_string(),
+            "--no-tui",
+            // Latency from each request's scheduled start, not its actual send: no
+            // coordinated omission when the server falls behind.
+            "--latency-correction",
+            "--output-format",
+            "json",
+            "--rand-regex-url",
+            url_regex,
+        ])
+        .output()
+        .context("running oha (install it with `cargo install oha`)")?;
+    if !out.status.success() {
+        bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("oha's JSON summary")?;
+    let pct = |p: &str| v["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1e3;
+    let codes = v["statusCodeDistribution"].as_object();
+    let ok = codes
+        .and_then(|c| c.get("200"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let all: u64 = codes
+        .map(|c| c.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0);
+    // Requests still in flight when the run's time is up are cut off by oha itself
+    // ("aborted due to deadline"): not the server's errors.
+    let conn_errors: u64 = v["errorDistribution"]
+        .as_object()
+        .map(|e| {
+            e.iter()
+                .filter(|(kind, _)| !kind.contains("aborted due to deadline"))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    if conn_errors > 0 || all > ok {
+        eprintln!(
+            "  non-200 answers {:?}, errors {}",
+            v["statusCodeDistribution"], v["errorDistribution"]
+        );
+    }
+    Ok(ServeRun {
+        offered_rps: rate,
+        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN),
+        p50_ms: pct("p50"),
+        p99_ms: pct("p99"),
+        p999_ms: pct("p99.9"),
+        errors: all - ok + conn_errors,
+    })
+}
+
+/// The HTTP API under load: a real redis-server holding every user's vector and a short
+/// history, an IVF-PQ catalog, the server as `recsys serve` builds it, and `oha` on the
+/// same machine offering fixed rates. In the same run, the bare index search and the bare
+/// user-store lookup, so the serving overhead shows as a ratio.
+pub async fn serve(opts: ServeBenchOptions) -> anyhow::Result<ServeBenchReport> {
+    use recsys_serving::{
+        AppState, FollowStatus, RedisUserVectorStore, ServingConfig, UserVectorStore,
+    };
+    use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
+
+    let dim = opts.dim;
+    let redis = crate::redis_server::RedisServer::start();
+    let (items, users) = clustered(opts.items, opts.users, dim, opts.seed);
+    let factory = match opts.index.as_str() {
+        "ivf-pq" => IndexConfig {
+            flat_below: 0,
+            ivf_flat_below: 0,
+            ..IndexConfig::default()
+        }
+        .factory_for(opts.items, dim),
+        "default" => IndexConfig::default().factory_for(opts.items, dim),
+        other => other.to_owned(),
+    };
+    let catalog = Arc::new(CatalogHolder::new(
+        1,
+        IndexConfig {
+            factory: Some(factory.clone()),
+            ..IndexConfig::default()
+        },
+    ));
+    eprintln!("building {factory} over {} items", opts.items);
+    let batch: Vec<(String, Vec<f32>)> = (0..opts.items)
+        .map(|i| (format!("i{i}"), items[i * dim..(i + 1) * dim].to_vec()))
+        .collect();
+    tokio::task::block_in_place(|| catalog.apply_items(1, batch))?;
+    catalog.set_popular(1, (0..100).map(|i| (format!("i{i}"), 1.0)).collect())?;
+
+    eprintln!("writing {} user vectors to redis-server", opts.users);
+    let writer = RedisUserVectorSink::connect(&redis.url(), 3600, 500).await?;
+    let updates: Vec<UserUpdate> = (0..opts.users)
+        .map(|u| UserUpdate {
+            user_id: format!("u{u}"),
+            vector: users[u * dim..(u + 1) * dim].to_vec(),
+            new_items: (0..5)
+                .map(|j| format!("i{}", (u * 7 + j) % opts.items))
+                .collect(),
+        })
+        .collect();
+    for chunk in updates.chunks(10_000) {
+        writer.publish(1, chunk).await?;
+    }
+
+    let store =
+        Arc::new(RedisUserVectorStore::connect(&redis.url(), Duration::from_millis(50)).await?);
+    // Bare costs: the store lookup serving does (vector + history, one round trip) and
+    // the index search it does (k + history candidates), each alone.
+    let mut redis_ms = Vec::new();
+    let mut search_ms = Vec::new();
+    let index = catalog.load().index.clone().context("index")?;
+    for n in 0..5_000usize {
+        let u = (n * 7919) % opts.users;
+        let t = Instant::now();
+        store.get(1, &format!("u{u}"), 500).await?;
+        redis_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let q = &users[u * dim..(u + 1) * dim];
+        let t = Instant::now();
+        index.search(q, 15)?;
+        search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (bare_redis, bare_search) = (p50(redis_ms), p50(search_ms));
+
+    let follow = Arc::new(FollowStatus::default());
+    follow.set_ready();
+    let cfg = ServingConfig {
+        bind: "127.0.0.1:0".into(),
+        ..ServingConfig::default()
+    };
+    let state = AppState::new(catalog.clone(), store, cfg, follow)?;
+    let (server, addr) = recsys_serving::start(state)?;
+    let handle = server.handle();
+    tokio::spawn(server);
+    let max_user = opts.users.saturating_sub(1);
+    let digits = max_user.to_string().len();
+    let url = format!("http://{addr}/v1/users/u[0-9]{{1,{digits}}}/recommendations\\?k=10");
+    let mut runs = Vec::new();
+    for &rate in &opts.rates {
+        eprintln!("offering {rate} requests/s for {} s", opts.seconds);
+        let (url, seconds, conns) = (url.clone(), opts.seconds, opts.connections);
+        let run = tokio::task::spawn_blocking(move || oha(&url, rate, seconds, conns)).await??;
+        eprintln!(
+            "  {:>6} offered: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}",
+            run.offered_rps, run.rps, run.p50_ms, run.p99_ms, run.p999_ms, run.errors
+        );
+        runs.push(run);
+    }
+    handle.stop(true).await;
+    let sustained = |r: &&ServeRun| {
+        r.rps >= 0.95 * f64::from(r.offered_rps)
+            && (r.errors as f64) < 0.001 * r.rps * f64::from(opts.seconds)
+            && r.p99_ms <= opts.slo_p99_ms
+    };
+    let last = runs
+        .iter()
+        .filter(sustained)
+        .max_by_key(|r| r.offered_rps)
+        .or(runs.first())
+        .cloned()
+        .context("no rate given")?;
+    eprintln!(
+        "bare index search p50 {bare_search:.3} ms, bare redis lookup p50 {bare_redis:.3} ms; \
+         at {} req/s offered (the highest served within p99 {} ms) HTTP p50 is {:.2}x their sum",
+        last.offered_rps,
+        opts.slo_p99_ms,
+        last.p50_ms / (bare_search + bare_redis)
+    );
+    Ok(ServeBenchReport {
+        users: opts.users,
+        items: opts.items,
+        factory,
+        slo_p99_ms: opts.slo_p99_ms,
+        rps: last.rps,
+        p50_ms: last.p50_ms,
+        p99_ms: last.p99_ms,
+        p999_ms: last.p999_ms,
+        errors: last.errors,
+        bare_search_p50_ms: bare_search,
+        bare_redis_p50_ms: bare_redis,
+        overhead_ratio: last.p50_ms / (bare_search + bare_redis),
+        runs,
+    })
 }

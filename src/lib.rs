@@ -7,4 +7,5 @@ pub mod config;
 pub mod demo;
 pub mod embedded;
 pub mod http;
+pub mod redis_server;
 pub mod run;

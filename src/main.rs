@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use recsys::bench::{self, IndexBenchOptions};
+use recsys::bench::{self, IndexBenchOptions, ServeBenchOptions};
 use recsys::config::Config;
 use recsys::demo::{self, DemoOptions};
 
@@ -69,6 +69,25 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The HTTP API under a fixed-rate load from `oha` (cargo install oha), with the bare
+    /// index search and Redis lookup measured in the same run.
+    Serve {
+        #[arg(long, default_value_t = ServeBenchOptions::default().users)]
+        users: usize,
+        #[arg(long, default_value_t = ServeBenchOptions::default().items)]
+        items: usize,
+        /// Offered requests per second, comma-separated: one run each.
+        #[arg(long, value_delimiter = ',', default_values_t = ServeBenchOptions::default().rates)]
+        rate: Vec<u32>,
+        #[arg(long, default_value_t = ServeBenchOptions::default().seconds)]
+        seconds: u32,
+        /// `ivf-pq` (re-ranked IVF-PQ), `default` (the size-based choice) or a FAISS
+        /// factory string.
+        #[arg(long, default_value_t = ServeBenchOptions::default().index)]
+        index: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -122,6 +141,30 @@ async fn main() -> anyhow::Result<()> {
                 dim,
                 queries,
                 ..IndexBenchOptions::default()
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Serve {
+                    users,
+                    items,
+                    rate,
+                    seconds,
+                    index,
+                    json,
+                },
+        } => {
+            let report = bench::serve(ServeBenchOptions {
+                users,
+                items,
+                rates: rate,
+                seconds,
+                index,
+                ..ServeBenchOptions::default()
             })
             .await?;
             if json {

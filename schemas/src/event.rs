@@ -12,6 +12,7 @@ pub const MAX_TAG_BYTES: usize = 64;
 
 /// A validated interaction of a user with an item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub user_id: String,
     pub item_id: String,

@@ -11,10 +11,12 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use recsys_engine::store::UserRecord;
 use recsys_schemas::Event;
-use recsys_schemas::api::{RecommendationResponse, ScoredItem, Source};
+use recsys_schemas::api::{ErrorBody, RecommendationResponse, ScoredItem, Source};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::auth::Role;
 use crate::catalog::{Catalog, CatalogHolder};
@@ -117,7 +119,51 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     .service(route("/healthz", web::get().to(healthz)))
     .service(route("/readyz", web::get().to(readyz)))
     .service(route("/metrics", web::get().to(metrics)))
+    .service(route("/openapi.json", web::get().to(openapi)))
     .default_service(web::to(not_found));
+}
+
+/// The OpenAPI document of this API, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "recsys",
+        description = "Recommendations, similar and popular items, and event ingestion of the recsys streaming recommendation engine."
+    ),
+    paths(recommend, recommend_batch, similar, popular, post_events, healthz, readyz, metrics),
+    components(schemas(
+        RecommendationResponse,
+        ScoredItem,
+        Source,
+        ErrorBody,
+        Event,
+        BatchRequest,
+        BatchResponse,
+        ItemsResponse,
+        Accepted
+    )),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse> {
@@ -134,12 +180,21 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     })
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// 200 once the index is loaded and caught up with the item-vector topic, 503 (with
-/// `Retry-After`) before.
+/// Readiness: 200 once the index is loaded and caught up with the item-vector topic.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "Catching up; retry after `Retry-After`"),
+    )
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let catalog = state.catalog.load();
     let status = &state.follow;
@@ -160,6 +215,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let catalog = state.catalog.load();
     let f = &state.follow;
@@ -251,6 +308,29 @@ fn no_category(category: Option<&str>) -> Result<()> {
     }
 }
 
+/// Recommendations for one user.
+///
+/// The user's vector and recent items come from the user store; without a vector the
+/// answer is folded in from the recent items, without those it is the popular list.
+/// Recent and hidden items are never returned. A failing or slow store is answered from
+/// the fallbacks with `fallback: true`, never with a 5xx.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/recommendations",
+    params(
+        ("user_id" = String, Path, description = "1..=256 bytes"),
+        ("k" = Option<u32>, Query, description = "How many items, 1..=max_k (default 10)"),
+        ("category" = Option<String>, Query, description = "Not supported yet: answered with 400"),
+        ("exclude" = Option<String>, Query, description = "Comma-separated item ids never to return"),
+    ),
+    responses(
+        (status = 200, description = "Items, best first", body = RecommendationResponse),
+        (status = 400, description = "A parameter is invalid; the reason names it", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "Too many requests in flight; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn recommend(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -321,20 +401,40 @@ async fn recommend_one(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
+pub struct BatchRequest {
     user_ids: Vec<String>,
     k: Option<usize>,
     #[serde(default)]
     exclude: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct BatchResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
     results: Vec<RecommendationResponse>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Events produced.
+    accepted: usize,
+}
+
+/// Recommendations for several users at once (at most `max_batch_users`).
+#[utoipa::path(
+    post,
+    path = "/v1/recommendations",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One answer per user, in request order", body = BatchResponse),
+        (status = 400, description = "A parameter is invalid; the reason names it", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "Too many requests in flight; retry after `Retry-After`", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn recommend_batch(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -361,14 +461,32 @@ async fn recommend_batch(
     Ok(web::Json(BatchResponse { results }))
 }
 
-#[derive(Debug, Serialize)]
-struct ItemsResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemsResponse {
     model_generation: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     item_id: Option<String>,
     items: Vec<ScoredItem>,
 }
 
+/// Items whose vectors are nearest to an item's (the item itself excluded).
+#[utoipa::path(
+    get,
+    path = "/v1/items/{item_id}/similar",
+    params(
+        ("item_id" = String, Path, description = "1..=256 bytes"),
+        ("k" = Option<u32>, Query, description = "How many items, 1..=max_k (default 10)"),
+        ("category" = Option<String>, Query, description = "Not supported yet: answered with 400"),
+    ),
+    responses(
+        (status = 200, description = "Items, best first", body = ItemsResponse),
+        (status = 400, description = "A parameter is invalid; the reason names it", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "Too many requests in flight; retry after `Retry-After`", body = ErrorBody),
+        (status = 404, description = "The item is not in the index", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn similar(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -410,6 +528,22 @@ async fn similar(
     }))
 }
 
+/// The most popular items (decayed interaction counts from the trainer).
+#[utoipa::path(
+    get,
+    path = "/v1/popular",
+    params(
+        ("k" = Option<u32>, Query, description = "How many items, 1..=max_k (default 10)"),
+        ("category" = Option<String>, Query, description = "Not supported yet: answered with 400"),
+    ),
+    responses(
+        (status = 200, description = "Items, most popular first", body = ItemsResponse),
+        (status = 400, description = "A parameter is invalid; the reason names it", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "Too many requests in flight; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn popular(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -426,8 +560,24 @@ async fn popular(
     }))
 }
 
-/// Validates every event of the body (one object or an array) and produces them all, or
-/// none: the first invalid one answers 400 naming its position and field.
+/// Accepts one event or an array of events and produces them to the `events` topic.
+///
+/// All or nothing: the first invalid event answers 400 naming its position and field.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    request_body(content = Vec<Event>, description = "An array of events, or one event object"),
+    responses(
+        (status = 202, description = "Produced to the event log", body = Accepted),
+        (status = 400, description = "A parameter is invalid; the reason names it", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 503, description = "Too many requests in flight; retry after `Retry-After`", body = ErrorBody),
+        (status = 403, description = "The key may not write", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 429, description = "Over the per-key event rate; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
 async fn post_events(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -497,7 +647,7 @@ async fn post_events(
         .metrics
         .events_accepted
         .fetch_add(n as u64, Ordering::Relaxed);
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": n })))
+    Ok(HttpResponse::Accepted().json(Accepted { accepted: n }))
 }
 
 /// Reads the whole body, refusing it with 413 as soon as it passes `limit` bytes.

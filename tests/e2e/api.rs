@@ -18,7 +18,7 @@ use recsys_serving::{
 use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 use serde_json::Value;
 
-use crate::support::RedisServer;
+use recsys::redis_server::RedisServer;
 
 const READ: &str = "read-key-0123456789abcdef";
 const WRITE: &str = "write-key-0123456789abcdef";
@@ -284,4 +284,150 @@ async fn every_endpoint_bad_inputs_auth_limits_and_a_redis_outage() {
     }
     api.server.stop(true).await;
     drop(redis);
+}
+
+/// Random values a client might send: empty, huge, negative, odd characters.
+fn nasty(rng: &mut rand::rngs::StdRng) -> String {
+    use rand::RngExt;
+    const POOL: [&str; 14] = [
+        "",
+        "0",
+        "-1",
+        "1",
+        "10",
+        "100",
+        "101",
+        "99999999999999999999",
+        "1.5",
+        "abc",
+        "%00",
+        "%E2%82%AC",
+        "a,b,,c",
+        "%20%20",
+    ];
+    match rng.random_range(0..3) {
+        0 => POOL[rng.random_range(0..POOL.len())].to_owned(),
+        1 => (0..rng.random_range(0..300))
+            .map(|_| format!("%{:02X}", rng.random_range(0u8..=255)))
+            .collect(),
+        _ => (0..rng.random_range(1..20))
+            .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+            .collect(),
+    }
+}
+
+fn random_json(rng: &mut rand::rngs::StdRng, depth: u32) -> Value {
+    use rand::RngExt;
+    match rng.random_range(0..if depth > 2 { 4 } else { 6 }) {
+        0 => Value::Null,
+        1 => Value::from(rng.random_range(-1e12..1e12f64)),
+        2 => Value::from(nasty(rng)),
+        3 => Value::from(rng.random_range(0..2) == 1),
+        4 => Value::Array(
+            (0..rng.random_range(0..4))
+                .map(|_| random_json(rng, depth + 1))
+                .collect(),
+        ),
+        _ => {
+            let keys = [
+                "user_id", "item_id", "user_ids", "k", "exclude", "weight", "ts", "kind", "x",
+            ];
+            Value::Object(
+                (0..rng.random_range(0..5))
+                    .map(|_| {
+                        (
+                            keys[rng.random_range(0..keys.len())].to_owned(),
+                            random_json(rng, depth + 1),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Every operation of the served OpenAPI document, called with random path parameters,
+/// query values and bodies, with and without a key: never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_requests_from_the_openapi_document_never_get_a_5xx() {
+    use rand::{RngExt, SeedableRng};
+    let kafka = EmbeddedKafka::start(&[("events", 1)]).unwrap();
+    let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
+    catalog.apply_items(1, items()).unwrap();
+    let follow = Arc::new(FollowStatus::default());
+    follow.set_ready();
+    let cfg = ServingConfig {
+        bind: "127.0.0.1:0".into(),
+        workers: 1,
+        auth: AuthConfig {
+            read: vec![READ.into()],
+            write: vec![WRITE.into()],
+            admin: vec![],
+        },
+        ..ServingConfig::default()
+    };
+    let store = Arc::new(recsys_engine::store::MemoryUserStore::new());
+    let sink = KafkaEventSink::new(kafka.bootstrap_servers(), "events").unwrap();
+    let state = AppState::new(catalog, store, cfg, follow)
+        .unwrap()
+        .with_events(Arc::new(sink));
+    let (server, addr) = recsys_serving::start(state).unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let api = Api {
+        addr,
+        server: handle.clone(),
+    };
+    blocking(move || {
+        let doc = api.call("GET", "/openapi.json", None, None).json().unwrap();
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 8, "{doc}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut calls = 0;
+        for (template, ops) in paths {
+            for (method, op) in ops.as_object().unwrap() {
+                for _ in 0..40 {
+                    let mut path = template.clone();
+                    let mut query = Vec::new();
+                    for p in op["parameters"].as_array().into_iter().flatten() {
+                        let name = p["name"].as_str().unwrap();
+                        match p["in"].as_str() {
+                            Some("path") => {
+                                path = path.replace(&format!("{{{name}}}"), &nasty(&mut rng))
+                            }
+                            Some("query") if rng.random_range(0..2) == 1 => {
+                                query.push(format!("{name}={}", nasty(&mut rng)))
+                            }
+                            _ => {}
+                        }
+                    }
+                    if !query.is_empty() {
+                        path = format!("{path}?{}", query.join("&"));
+                    }
+                    let body = op
+                        .get("requestBody")
+                        .map(|_| serde_json::to_vec(&random_json(&mut rng, 0)).unwrap());
+                    let key =
+                        [None, Some(READ), Some(WRITE), Some("nonsense")][rng.random_range(0..4)];
+                    let r = api.call(&method.to_uppercase(), &path, key, body.as_deref());
+                    assert!(
+                        r.status < 500,
+                        "{method} {path} -> {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    );
+                    if r.status >= 400 {
+                        assert!(
+                            r.json().is_ok_and(|b| b["error"].is_string()),
+                            "{method} {path}: non-JSON error"
+                        );
+                    }
+                    calls += 1;
+                }
+            }
+        }
+        assert!(calls >= 8 * 40);
+    })
+    .await;
+    handle.stop(true).await;
 }

@@ -5,4 +5,3 @@ mod api;
 mod follow;
 mod pipeline;
 mod redis_store;
-mod support;

@@ -20,7 +20,7 @@ use recsys_serving::{RedisUserVectorStore, UserVectorStore};
 use recsys_trainer::sink::{RedisUserVectorSink, UserVectorSink};
 
 use crate::follow::Replica;
-use crate::support::RedisServer;
+use recsys::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_to_recommendations_over_http() {

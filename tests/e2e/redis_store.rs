@@ -4,7 +4,7 @@
 use recsys_serving::{RedisUserVectorStore, StoreError, UserVectorStore};
 use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 
-use crate::support::RedisServer;
+use recsys::redis_server::RedisServer;
 
 #[tokio::test]
 async fn round_trip_generations_history_and_ttl() {

@@ -1,4 +1,5 @@
-//! Test harness: a redis-server of our own on a free loopback port, stopped on drop.
+//! A redis-server of our own on a free loopback port, stopped on drop: for the tests and
+//! `recsys bench serve` (Debian package `redis-server`; `deploy/dev` installs it).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -35,6 +36,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
+        // Started, but maybe not listening yet.
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
