@@ -297,14 +297,35 @@ fn check_id(id: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Category filtering needs item categories on the serving side, which replicas do not
-/// follow yet: say so instead of silently ignoring the parameter.
-fn no_category(category: Option<&str>) -> Result<()> {
-    match category {
-        Some(_) => Err(ServingError::BadRequest(
-            "category: filtering by category is not supported yet".into(),
-        )),
-        None => Ok(()),
+/// Searches `index` for `query` and keeps up to `k` items passing `keep`, asking FAISS
+/// for more candidates (×4 each round) while filtering leaves fewer than `k`.
+async fn search_filtered(
+    search: &SearchPool,
+    catalog: &Catalog,
+    index: Arc<recsys_engine::index::ItemIndex>,
+    query: Vec<f32>,
+    k: usize,
+    mut fetch: usize,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<ScoredItem>> {
+    loop {
+        fetch = fetch.min(index.len());
+        let hits = search.search(index.clone(), query.clone(), fetch).await?;
+        let items: Vec<ScoredItem> = hits
+            .iter()
+            .filter_map(|&(row, score)| {
+                let item = catalog.ids.id(row as u32)?;
+                keep(item).then(|| ScoredItem {
+                    item_id: item.to_owned(),
+                    score,
+                })
+            })
+            .take(k)
+            .collect();
+        if items.len() >= k || fetch >= index.len() || hits.len() < fetch {
+            return Ok(items);
+        }
+        fetch *= 4;
     }
 }
 
@@ -320,7 +341,7 @@ fn no_category(category: Option<&str>) -> Result<()> {
     params(
         ("user_id" = String, Path, description = "1..=256 bytes"),
         ("k" = Option<u32>, Query, description = "How many items, 1..=max_k (default 10)"),
-        ("category" = Option<String>, Query, description = "Not supported yet: answered with 400"),
+        ("category" = Option<String>, Query, description = "Only items carrying this category (from the `items` topic)"),
         ("exclude" = Option<String>, Query, description = "Comma-separated item ids never to return"),
     ),
     responses(
@@ -341,7 +362,6 @@ async fn recommend(
     let user_id = path.into_inner();
     check_id(&user_id, "user_id")?;
     let k = parse_k(query.k.as_deref(), &state.cfg)?;
-    no_category(query.category.as_deref())?;
     let exclude: Vec<String> = query
         .exclude
         .as_deref()
@@ -352,7 +372,10 @@ async fn recommend(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(web::Json(recommend_one(&state, user_id, k, exclude).await?))
+    let category = query.into_inner().category;
+    Ok(web::Json(
+        recommend_one(&state, user_id, k, exclude, category.as_deref()).await?,
+    ))
 }
 
 /// One user's answer: vector and history from the store (within the timeout), then the
@@ -362,6 +385,7 @@ async fn recommend_one(
     user_id: String,
     k: usize,
     extra_exclude: Vec<String>,
+    category: Option<&str>,
 ) -> Result<RecommendationResponse> {
     let catalog = state.catalog.load();
     let lookup = tokio::time::timeout(
@@ -386,7 +410,8 @@ async fn recommend_one(
     };
     let mut exclude: HashSet<String> = record.recent.iter().cloned().collect();
     exclude.extend(extra_exclude);
-    let (source, items) = rank(&state.search, catalog.clone(), record, exclude, k).await?;
+    let (source, items) =
+        rank(&state.search, catalog.clone(), record, exclude, k, category).await?;
     state.metrics.source(match source {
         Source::Personal => "personal",
         Source::FoldIn => "fold_in",
@@ -408,6 +433,8 @@ pub struct BatchRequest {
     k: Option<usize>,
     #[serde(default)]
     exclude: Vec<String>,
+    /// Only items carrying this category.
+    category: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -456,7 +483,7 @@ async fn recommend_batch(
     let answers = body
         .user_ids
         .into_iter()
-        .map(|u| recommend_one(&state, u, k, body.exclude.clone()));
+        .map(|u| recommend_one(&state, u, k, body.exclude.clone(), body.category.as_deref()));
     let results = futures::future::try_join_all(answers).await?;
     Ok(web::Json(BatchResponse { results }))
 }
@@ -476,7 +503,7 @@ pub struct ItemsResponse {
     params(
         ("item_id" = String, Path, description = "1..=256 bytes"),
         ("k" = Option<u32>, Query, description = "How many items, 1..=max_k (default 10)"),
-        ("category" = Option<String>, Query, description = "Not supported yet: answered with 400"),
+        ("category" = Option<String>, Query, description = "Only items carrying this category (from the `items` topic)"),
     ),
     responses(
         (status = 200, description = "Items, best first", body = ItemsResponse),
@@ -497,7 +524,6 @@ async fn similar(
     let item_id = path.into_inner();
     check_id(&item_id, "item_id")?;
     let k = parse_k(query.k.as_deref(), &state.cfg)?;
-    no_category(query.category.as_deref())?;
     let catalog = state.catalog.load();
     let found = catalog.index.as_ref().and_then(|index| {
         let row = catalog.ids.get(&item_id)?;
@@ -508,19 +534,11 @@ async fn similar(
             "item {item_id:?} is not in the index"
         )));
     };
-    let fetch = (k + 1).min(index.len());
-    let hits = state.search.search(index, vector, fetch).await?;
-    let items = hits
-        .into_iter()
-        .filter_map(|(row, score)| {
-            let id = catalog.ids.id(row as u32)?;
-            (id != item_id).then(|| ScoredItem {
-                item_id: id.to_owned(),
-                score,
-            })
-        })
-        .take(k)
-        .collect();
+    let category = query.category.as_deref();
+    let items = search_filtered(&state.search, &catalog, index, vector, k, k + 1, |item| {
+        item != item_id && category.is_none_or(|c| catalog.in_category(item, c))
+    })
+    .await?;
     Ok(web::Json(ItemsResponse {
         model_generation: catalog.generation,
         item_id: Some(item_id),
@@ -534,7 +552,7 @@ async fn similar(
     path = "/v1/popular",
     params(
         ("k" = Option<u32>, Query, description = "How many items, 1..=max_k (default 10)"),
-        ("category" = Option<String>, Query, description = "Not supported yet: answered with 400"),
+        ("category" = Option<String>, Query, description = "Only items carrying this category (from the `items` topic)"),
     ),
     responses(
         (status = 200, description = "Items, most popular first", body = ItemsResponse),
@@ -551,12 +569,11 @@ async fn popular(
 ) -> Result<web::Json<ItemsResponse>> {
     state.cfg.auth.require(&req, Role::Read)?;
     let k = parse_k(query.k.as_deref(), &state.cfg)?;
-    no_category(query.category.as_deref())?;
     let catalog = state.catalog.load();
     Ok(web::Json(ItemsResponse {
         model_generation: catalog.generation,
         item_id: None,
-        items: popular_items(&catalog, &HashSet::new(), k),
+        items: popular_items(&catalog, &HashSet::new(), query.category.as_deref(), k),
     }))
 }
 
@@ -677,11 +694,17 @@ fn key_label(req: &HttpRequest) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn popular_items(catalog: &Catalog, exclude: &HashSet<String>, k: usize) -> Vec<ScoredItem> {
+fn popular_items(
+    catalog: &Catalog,
+    exclude: &HashSet<String>,
+    category: Option<&str>,
+    k: usize,
+) -> Vec<ScoredItem> {
     catalog
         .popular
         .iter()
         .filter(|(item, _)| !exclude.contains(item))
+        .filter(|(item, _)| category.is_none_or(|c| catalog.in_category(item, c)))
         .take(k)
         .map(|(item, score)| ScoredItem {
             item_id: item.clone(),
@@ -697,6 +720,7 @@ async fn rank(
     record: UserRecord,
     exclude: HashSet<String>,
     k: usize,
+    category: Option<&str>,
 ) -> Result<(Source, Vec<ScoredItem>)> {
     let index = catalog.index.clone();
     let (source, query) = match (&index, record.vector) {
@@ -708,22 +732,17 @@ async fn rank(
         (None, _) => (Source::Popular, None),
     };
     if let (Some(index), Some(query)) = (index, query) {
-        let fetch = (k + exclude.len()).min(index.len());
-        let hits = search.search(index, query, fetch).await?;
-        let items = hits
-            .into_iter()
-            .filter_map(|(id, score)| {
-                let item = catalog.ids.id(id as u32)?;
-                (!exclude.contains(item)).then(|| ScoredItem {
-                    item_id: item.to_owned(),
-                    score,
-                })
-            })
-            .take(k)
-            .collect();
+        let fetch = k + exclude.len();
+        let items = search_filtered(search, &catalog, index, query, k, fetch, |item| {
+            !exclude.contains(item) && category.is_none_or(|c| catalog.in_category(item, c))
+        })
+        .await?;
         return Ok((source, items));
     }
-    Ok((Source::Popular, popular_items(&catalog, &exclude, k)))
+    Ok((
+        Source::Popular,
+        popular_items(&catalog, &exclude, category, k),
+    ))
 }
 
 /// Mean of the vectors of the user's most recent known items.

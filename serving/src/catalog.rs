@@ -3,6 +3,7 @@
 //! version on a staging copy and swap it in whole, so a query never waits on a write and
 //! never sees a half-applied batch.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -22,11 +23,20 @@ pub struct Catalog {
     pub index: Option<Arc<ItemIndex>>,
     /// Most popular first, with scores relative to the top item.
     pub popular: Arc<Vec<(String, f32)>>,
+    /// Categories of the items that have any (from the `items` topic).
+    pub categories: Arc<HashMap<String, Vec<String>>>,
 }
 
 impl Catalog {
     pub fn item_count(&self) -> usize {
         self.index.as_ref().map_or(0, |i| i.len())
+    }
+
+    /// Whether `item` carries `category`.
+    pub fn in_category(&self, item: &str, category: &str) -> bool {
+        self.categories
+            .get(item)
+            .is_some_and(|c| c.iter().any(|x| x == category))
     }
 }
 
@@ -188,6 +198,44 @@ impl CatalogHolder {
         Ok((guard, cur))
     }
 
+    /// Replaces the categories of the given items (an empty list removes them).
+    pub fn set_categories(
+        &self,
+        generation: u64,
+        changes: Vec<(String, Vec<String>)>,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (_guard, cur) = self.begin(generation, "item categories")?;
+        let mut categories = cur.categories.clone();
+        let map = Arc::make_mut(&mut categories);
+        for (item, cats) in changes {
+            if cats.is_empty() {
+                map.remove(&item);
+            } else {
+                map.insert(item, cats);
+            }
+        }
+        self.current.store(Arc::new(Catalog {
+            categories,
+            ..self.next(&cur)
+        }));
+        Ok(())
+    }
+
+    /// The version after `cur`, sharing all of its parts.
+    fn next(&self, cur: &Catalog) -> Catalog {
+        Catalog {
+            generation: cur.generation,
+            version: cur.version + 1,
+            ids: cur.ids.clone(),
+            index: cur.index.clone(),
+            popular: cur.popular.clone(),
+            categories: cur.categories.clone(),
+        }
+    }
+
     /// Stores the version after `cur` (call with the writer lock held).
     fn swap(
         &self,
@@ -197,11 +245,10 @@ impl CatalogHolder {
         popular: Arc<Vec<(String, f32)>>,
     ) {
         self.current.store(Arc::new(Catalog {
-            generation: cur.generation,
-            version: cur.version + 1,
             ids,
             index,
             popular,
+            ..self.next(cur)
         }));
     }
 }

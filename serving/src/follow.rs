@@ -16,6 +16,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use recsys_engine::snapshot;
+use recsys_schemas::ItemMeta;
 use recsys_schemas::contract::{ItemVectorMessage, POPULAR_KEY, PopularMessage};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ pub struct FollowConfig {
     pub brokers: String,
     pub item_vectors_topic: String,
     pub popular_topic: String,
+    /// Item metadata, for the categories `category=` filters on; empty: not followed.
+    pub items_topic: String,
     /// Directory of base index snapshots; empty: start from an empty index and replay the
     /// whole topic.
     pub snapshot_dir: String,
@@ -47,6 +50,7 @@ impl Default for FollowConfig {
             brokers: String::new(),
             item_vectors_topic: recsys_schemas::contract::ITEM_VECTORS_TOPIC.into(),
             popular_topic: recsys_schemas::contract::POPULAR_TOPIC.into(),
+            items_topic: recsys_schemas::contract::ITEMS_TOPIC.into(),
             snapshot_dir: String::new(),
             apply_batch: 20_000,
             apply_interval_ms: 100,
@@ -119,8 +123,10 @@ fn now_ms() -> i64 {
 #[derive(Default)]
 struct Pending {
     changes: HashMap<String, Option<Vec<f32>>>,
-    /// Per partition, the offset after the last message taken into this batch.
-    next: BTreeMap<i32, i64>,
+    /// New categories per item (from the `items` topic), last message wins.
+    categories: HashMap<String, Vec<String>>,
+    /// Per (topic, partition), the offset after the last message taken into this batch.
+    next: BTreeMap<(String, i32), i64>,
     oldest: Option<Instant>,
     newest_ts_ms: i64,
 }
@@ -203,10 +209,11 @@ impl ItemFollower {
     }
 
     /// Partitions of `topic` and their (low, high) watermarks, waiting for the topic to
-    /// exist.
+    /// exist unless it is `optional` (then one look).
     async fn partitions(
         consumer: &Arc<StreamConsumer>,
         topic: &str,
+        optional: bool,
         cancel: &CancellationToken,
     ) -> Option<BTreeMap<i32, (i64, i64)>> {
         loop {
@@ -226,6 +233,10 @@ impl ItemFollower {
             .await;
             match found {
                 Ok(Ok(p)) if !p.is_empty() => return Some(p),
+                _ if optional => {
+                    info!(topic, "topic not there; not following it");
+                    return None;
+                }
                 Ok(Ok(_)) => info!(topic, "topic not there yet; waiting"),
                 Ok(Err(e)) => warn!(topic, error = %e, "cannot read topic metadata; retrying"),
                 Err(e) => warn!(topic, error = %e, "metadata task failed; retrying"),
@@ -254,35 +265,49 @@ impl ItemFollower {
                 .map_err(kafka)?,
         );
         let topic = self.cfg.item_vectors_topic.clone();
-        let Some(marks) = Self::partitions(&consumer, &topic, &cancel).await else {
+        let Some(marks) = Self::partitions(&consumer, &topic, false, &cancel).await else {
             return Ok(());
         };
-        let targets: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(_, high))| (p, high)).collect();
         let mut tpl = TopicPartitionList::new();
-        for &p in targets.keys() {
+        // (topic, partition) → (first offset to read, watermark to reach for readiness)
+        let mut followed: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+        for (&p, &(low, high)) in &marks {
             let offset = start
                 .get(&p)
                 .map_or(Offset::Beginning, |&o| Offset::Offset(o));
             tpl.add_partition_offset(&topic, p, offset).map_err(kafka)?;
+            let from = start.get(&p).copied().unwrap_or(low).max(low);
+            followed.insert((topic.clone(), p), (from, high));
+        }
+        // Categories: the whole compacted topic, every time (it holds one message per item).
+        let items_topic = self.cfg.items_topic.clone();
+        if !items_topic.is_empty()
+            && let Some(marks) = Self::partitions(&consumer, &items_topic, true, &cancel).await
+        {
+            for (&p, &(low, high)) in &marks {
+                tpl.add_partition_offset(&items_topic, p, Offset::Beginning)
+                    .map_err(kafka)?;
+                followed.insert((items_topic.clone(), p), (low, high));
+            }
         }
         // The popular list: only the newest message matters.
-        let popular = Self::partitions(&consumer, &self.cfg.popular_topic, &cancel).await;
+        let popular = Self::partitions(&consumer, &self.cfg.popular_topic, false, &cancel).await;
         for &p in popular.iter().flat_map(BTreeMap::keys) {
             tpl.add_partition_offset(&self.cfg.popular_topic, p, Offset::OffsetTail(1))
                 .map_err(kafka)?;
         }
         consumer.assign(&tpl).map_err(kafka)?;
-        info!(topic, ?targets, ?start, "following item vectors");
+        info!(?followed, ?start, "following item vectors");
 
         // Caught up per partition once the next offset reaches the watermark seen now.
-        let mut position: BTreeMap<i32, i64> = marks
+        let mut position: BTreeMap<(String, i32), i64> = followed
             .iter()
-            .map(|(&p, &(low, _))| (p, start.get(&p).copied().unwrap_or(low).max(low)))
+            .map(|(k, &(from, _))| (k.clone(), from))
             .collect();
-        let caught_up = |position: &BTreeMap<i32, i64>| {
-            targets
+        let caught_up = |position: &BTreeMap<(String, i32), i64>| {
+            followed
                 .iter()
-                .all(|(p, &high)| position.get(p).copied().unwrap_or(0) >= high)
+                .all(|(k, &(_, high))| position.get(k).copied().unwrap_or(0) >= high)
         };
         if caught_up(&position) {
             self.mark_ready();
@@ -301,6 +326,8 @@ impl ItemFollower {
                         Ok(Ok(msg)) => {
                             if msg.topic() == topic {
                                 self.take(&msg, &mut pending);
+                            } else if msg.topic() == items_topic {
+                                self.take_item(&msg, &mut pending);
                             } else {
                                 self.popular(&msg);
                             }
@@ -311,7 +338,7 @@ impl ItemFollower {
                 }
             }
             let due = pending.oldest.is_some_and(|t| t.elapsed() >= interval);
-            if pending.changes.len() >= self.cfg.apply_batch || due {
+            if pending.changes.len() + pending.categories.len() >= self.cfg.apply_batch || due {
                 self.apply(std::mem::take(&mut pending), &mut position)
                     .await;
                 if !self.status.is_ready() && caught_up(&position) {
@@ -319,7 +346,7 @@ impl ItemFollower {
                 }
             }
         }
-        if !pending.changes.is_empty() {
+        if !pending.changes.is_empty() || !pending.categories.is_empty() {
             self.apply(pending, &mut position).await;
         }
         Ok(())
@@ -335,9 +362,28 @@ impl ItemFollower {
         self.status.set_ready();
     }
 
+    /// Adds one item-metadata message's categories to the batch. Invalid ones were already
+    /// dead-lettered by the trainer: here they are counted and skipped.
+    fn take_item(&self, msg: &BorrowedMessage<'_>, pending: &mut Pending) {
+        pending
+            .next
+            .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+        pending.oldest.get_or_insert_with(Instant::now);
+        match msg.payload().map(|p| ItemMeta::from_json(p, 0)) {
+            Some(Ok(meta)) => {
+                pending.categories.insert(meta.item_id, meta.categories);
+            }
+            Some(Err(_)) | None => {
+                self.status.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Adds one item-vector message to the batch.
     fn take(&self, msg: &BorrowedMessage<'_>, pending: &mut Pending) {
-        pending.next.insert(msg.partition(), msg.offset() + 1);
+        pending
+            .next
+            .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
         pending.oldest.get_or_insert_with(Instant::now);
         let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             self.status.rejected.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +423,13 @@ impl ItemFollower {
 
     /// Swaps one batch in; on failure the batch is logged and dropped (the next snapshot
     /// or the next change of those items repairs it) and the replica keeps serving.
-    async fn apply(&self, pending: Pending, position: &mut BTreeMap<i32, i64>) {
+    async fn apply(&self, pending: Pending, position: &mut BTreeMap<(String, i32), i64>) {
+        if !pending.categories.is_empty() {
+            let changes = pending.categories.into_iter().collect();
+            if let Err(e) = self.catalog.set_categories(self.generation, changes) {
+                error!(error = %e, "item categories not applied");
+            }
+        }
         let count = pending.changes.len() as u64;
         let mut upserts = Vec::new();
         let mut removes = Vec::new();

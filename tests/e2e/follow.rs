@@ -20,7 +20,7 @@ use recsys_serving::{
 use recsys_trainer::sink::{ItemUpdate, ItemVectorSink, KafkaItemVectorSink};
 use tokio_util::sync::CancellationToken;
 
-const TOPICS: [(&str, i32); 2] = [("item-vectors", 2), ("item-popularity", 1)];
+const TOPICS: [(&str, i32); 3] = [("item-vectors", 2), ("item-popularity", 1), ("items", 1)];
 
 fn vector(i: usize, version: f32) -> Vec<f32> {
     vec![version, i as f32 * 0.001, 0.0, 1.0]
@@ -170,12 +170,36 @@ async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
     sink.publish_items(1, updates(460..461, 3.0)).await.unwrap();
     sink.remove_items(vec!["i460".to_owned()]).await.unwrap();
 
+    // Categories come from the items topic; the last message per item wins.
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (item, json) in [
+        ("i1", r#"{"item_id":"i1","categories":["a"]}"#),
+        ("i2", r#"{"item_id":"i2","categories":["a","c"]}"#),
+        ("i1", r#"{"item_id":"i1","categories":["b"]}"#),
+    ] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to("items")
+                    .key(item)
+                    .payload(json),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
     // A long apply interval keeps the first batch back: not ready until it is applied.
     let replica = Replica::start(&brokers, dir.path(), 2_000);
     assert_eq!(replica.readyz().await, 503);
     replica.wait_ready().await;
 
     assert_eq!(replica.status.snapshot_seq.load(Ordering::Relaxed), 0);
+    let c = replica.catalog.load();
+    assert!(c.in_category("i1", "b") && !c.in_category("i1", "a"));
+    assert!(c.in_category("i2", "a") && c.in_category("i2", "c"));
     // 50 updates + 50 new + 10 tombstones + i70 + i460, each counted once: nothing from
     // before the snapshot was replayed.
     assert_eq!(replica.status.applied.load(Ordering::Relaxed), 112);
