@@ -478,7 +478,12 @@ fn oha(url_regex: &str, rate: u32, seconds: u32, connections: u32) -> anyhow::Re
 /// history, an IVF-PQ catalog, the server as `recsys serve` builds it, and `oha` on the
 /// same machine offering fixed rates. In the same run, the bare index search and the bare
 /// user-store lookup, so the serving overhead shows as a ratio.
-pub async fn serve(opts: ServeBenchOptions) -> anyhow::Result<ServeBenchReport> {
+/// `serving` is the effective `[serving]` configuration (workers, search threads, ...);
+/// its address and API keys are replaced by a loopback port and no keys.
+pub async fn serve(
+    opts: ServeBenchOptions,
+    serving: recsys_serving::ServingConfig,
+) -> anyhow::Result<ServeBenchReport> {
     use recsys_serving::{
         AppState, FollowStatus, RedisUserVectorStore, ServingConfig, UserVectorStore,
     };
@@ -549,8 +554,13 @@ pub async fn serve(opts: ServeBenchOptions) -> anyhow::Result<ServeBenchReport> 
     follow.set_ready();
     let cfg = ServingConfig {
         bind: "127.0.0.1:0".into(),
-        ..ServingConfig::default()
+        auth: Default::default(),
+        ..serving
     };
+    eprintln!(
+        "server: {} HTTP workers, {} search threads (0 = one per core)",
+        cfg.workers, cfg.search_threads
+    );
     let state = AppState::new(catalog.clone(), store, cfg, follow)?;
     let (server, addr) = recsys_serving::start(state)?;
     let handle = server.handle();

@@ -158,14 +158,17 @@ async fn main() -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let report = bench::serve(ServeBenchOptions {
-                users,
-                items,
-                rates: rate,
-                seconds,
-                index,
-                ..ServeBenchOptions::default()
-            })
+            let report = bench::serve(
+                ServeBenchOptions {
+                    users,
+                    items,
+                    rates: rate,
+                    seconds,
+                    index,
+                    ..ServeBenchOptions::default()
+                },
+                cfg.serving.clone(),
+            )
             .await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
