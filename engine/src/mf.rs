@@ -12,7 +12,25 @@ use burn::tensor::{Device, Int, Tensor, TensorData, activation::log_softmax};
 use recsys_schemas::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::{EngineError, Result, ids::IdMap, table::EmbeddingTable};
+use crate::{
+    EngineError, Result,
+    ids::IdMap,
+    table::{EmbeddingTable, TableParts},
+};
+
+/// The complete state of an [`MfModel`], for checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MfParts {
+    pub cfg: MfConfig,
+    /// Ids in row order.
+    pub user_ids: Vec<String>,
+    pub item_ids: Vec<String>,
+    pub users: TableParts,
+    pub items: TableParts,
+    /// Streaming item-frequency estimate (logQ).
+    pub item_counts: Vec<f64>,
+    pub total_count: f64,
+}
 
 /// Hyper-parameters of the MF model. Defaults suit implicit feedback at d = 64.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +135,58 @@ impl MfModel {
 
     pub fn config(&self) -> &MfConfig {
         &self.cfg
+    }
+
+    /// The model's state, copied.
+    pub fn to_parts(&self) -> MfParts {
+        MfParts {
+            cfg: self.cfg.clone(),
+            user_ids: self.user_ids.ids().to_vec(),
+            item_ids: self.item_ids.ids().to_vec(),
+            users: self.users.to_parts(),
+            items: self.items.to_parts(),
+            item_counts: self.item_counts.clone(),
+            total_count: self.total_count,
+        }
+    }
+
+    /// A model restored from saved state, training on `device` (autodiff).
+    pub fn from_parts(p: MfParts, device: Device) -> Result<Self> {
+        p.cfg.validate()?;
+        if !device.is_autodiff() {
+            return Err(EngineError::Config(
+                "model device must have autodiff enabled".into(),
+            ));
+        }
+        let bad = |what: String| EngineError::Config(format!("saved model: {what}"));
+        let users = EmbeddingTable::from_parts(p.users).map_err(bad)?;
+        let items = EmbeddingTable::from_parts(p.items).map_err(bad)?;
+        if users.dim() != p.cfg.dim || items.dim() != p.cfg.dim {
+            return Err(bad(format!(
+                "tables of dimension {}/{} for a model of dimension {}",
+                users.dim(),
+                items.dim(),
+                p.cfg.dim
+            )));
+        }
+        if users.rows() != p.user_ids.len() || items.rows() != p.item_ids.len() {
+            return Err(bad("id maps and tables differ in length".into()));
+        }
+        Ok(Self {
+            cfg: p.cfg,
+            device,
+            user_ids: IdMap::from_ids(p.user_ids).map_err(bad)?,
+            item_ids: IdMap::from_ids(p.item_ids).map_err(bad)?,
+            users,
+            items,
+            item_counts: p.item_counts,
+            total_count: p.total_count,
+        })
+    }
+
+    /// The device the model trains on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn dim(&self) -> usize {

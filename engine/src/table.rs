@@ -13,7 +13,19 @@ pub struct EmbeddingTable {
     data: Vec<f32>,
     accum: Vec<f32>,
     init_scale: f32,
-    rng: StdRng,
+    seed: u64,
+}
+
+/// The raw state of a table, for checkpoints: everything needed to continue bit-exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableParts {
+    pub dim: usize,
+    pub init_scale: f32,
+    pub seed: u64,
+    /// `rows × dim`, row-major.
+    pub data: Vec<f32>,
+    /// One Adagrad accumulator per row.
+    pub accum: Vec<f32>,
 }
 
 impl EmbeddingTable {
@@ -26,8 +38,42 @@ impl EmbeddingTable {
             data: Vec::new(),
             accum: Vec::new(),
             init_scale,
-            rng: StdRng::seed_from_u64(seed),
+            seed,
         }
+    }
+
+    /// The table's state, copied.
+    pub fn to_parts(&self) -> TableParts {
+        TableParts {
+            dim: self.dim,
+            init_scale: self.init_scale,
+            seed: self.seed,
+            data: self.data.clone(),
+            accum: self.accum.clone(),
+        }
+    }
+
+    /// A table from saved state; fails when the parts do not fit together.
+    pub fn from_parts(p: TableParts) -> Result<Self, String> {
+        if p.dim == 0
+            || !p.data.len().is_multiple_of(p.dim)
+            || p.data.len() / p.dim != p.accum.len()
+        {
+            return Err(format!(
+                "table of dimension {} with {} values and {} accumulators",
+                p.dim,
+                p.data.len(),
+                p.accum.len()
+            ));
+        }
+        Ok(Self {
+            dim: p.dim,
+            rows: p.accum.len(),
+            data: p.data,
+            accum: p.accum,
+            init_scale: p.init_scale,
+            seed: p.seed,
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -39,17 +85,22 @@ impl EmbeddingTable {
     }
 
     /// Makes sure rows `0..n` exist. Storage grows by amortised doubling (`Vec`), so a
-    /// stream of new ids costs O(1) per id on average.
+    /// stream of new ids costs O(1) per id on average. A new row's initial values depend
+    /// only on the seed and the row number, so a table restored from a checkpoint grows
+    /// exactly as the original would have.
     pub fn ensure_rows(&mut self, n: usize) {
         if n <= self.rows {
             return;
         }
         let scale = self.init_scale;
-        let new_values = (n - self.rows) * self.dim;
-        self.data.reserve(new_values);
-        for _ in 0..new_values {
-            let x: f32 = self.rng.random_range(-1.0..1.0);
-            self.data.push(x * scale);
+        self.data.reserve((n - self.rows) * self.dim);
+        for r in self.rows..n {
+            let mut rng =
+                StdRng::seed_from_u64(self.seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for _ in 0..self.dim {
+                let x: f32 = rng.random_range(-1.0..1.0);
+                self.data.push(x * scale);
+            }
         }
         self.accum.resize(n, 0.0);
         self.rows = n;

@@ -40,6 +40,12 @@ pub struct TrainerConfig {
     pub snapshot_interval_ms: u64,
     /// Snapshots kept per generation.
     pub snapshot_keep: usize,
+    /// Directory of checkpoints (model + stream position); empty: none written, and a
+    /// restart starts from the committed group offsets with a fresh model.
+    pub checkpoint_dir: String,
+    /// A checkpoint is written at most this often, and on shutdown.
+    pub checkpoint_interval_ms: u64,
+    pub checkpoint_keep: usize,
 }
 
 impl Default for TrainerConfig {
@@ -63,6 +69,9 @@ impl Default for TrainerConfig {
             snapshot_dir: String::new(),
             snapshot_interval_ms: 300_000,
             snapshot_keep: 3,
+            checkpoint_dir: String::new(),
+            checkpoint_interval_ms: 60_000,
+            checkpoint_keep: 3,
         }
     }
 }
@@ -130,6 +139,12 @@ impl TrainerConfig {
         }
         if self.snapshot_keep == 0 {
             return bad("snapshot_keep", "must be at least 1");
+        }
+        if self.checkpoint_interval_ms == 0 {
+            return bad("checkpoint_interval_ms", "must be positive");
+        }
+        if self.checkpoint_keep == 0 {
+            return bad("checkpoint_keep", "must be at least 1");
         }
         Ok(())
     }

@@ -3,16 +3,20 @@
 //! or validate is counted, logged and sent to the dead-letter topic with its source
 //! partition, offset and reason; it never stops the loop.
 
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::index::{IndexConfig, ItemIndex};
 use recsys_engine::mf::MfModel;
 use recsys_engine::popularity::Popularity;
@@ -43,6 +47,9 @@ pub struct TrainerStats {
     pub item_updates_rejected: AtomicU64,
     /// Items currently hidden.
     pub items_hidden: AtomicU64,
+    /// Checkpoints written, and attempts that failed.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_errors: AtomicU64,
     /// Base index snapshots written, and attempts that failed.
     pub snapshots: AtomicU64,
     pub snapshot_errors: AtomicU64,
@@ -84,6 +91,56 @@ struct Dirty {
     hidden: HashSet<String>,
 }
 
+/// Where the model stands in the event stream, per partition of the events topic.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The next offset to read: every message below it is in the model, dead-lettered,
+    /// skipped, or in the batch being filled.
+    next: BTreeMap<i32, i64>,
+    applied: BTreeMap<i32, u64>,
+    dead_lettered: BTreeMap<i32, u64>,
+    /// Events of batches skipped for a non-finite loss.
+    skipped: BTreeMap<i32, u64>,
+    /// Partitions of the events in the batch being filled, in order.
+    pending: Vec<i32>,
+    /// Shared with the consumer's rebalance hook: where to resume an assigned partition.
+    resume: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
+
+/// On every partition assignment, starts each events partition at the model's own
+/// position (from the checkpoint, then from what has been consumed) instead of the
+/// group's committed offset.
+struct ResumeContext {
+    topic: String,
+    resume: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
+
+impl ClientContext for ResumeContext {}
+
+impl ConsumerContext for ResumeContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+        for mut elem in tpl.elements_for_topic(&self.topic) {
+            if let Some(&offset) = resume.get(&elem.partition()) {
+                info!(
+                    partition = elem.partition(),
+                    offset, "resuming from the model's position"
+                );
+                if let Err(e) = elem.set_offset(Offset::Offset(offset)) {
+                    warn!(error = %e, "could not set the resume offset");
+                }
+            }
+        }
+    }
+}
+
+fn key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
 /// The online trainer: owns the model while it runs and gives it back when stopped.
 pub struct OnlineTrainer {
     cfg: TrainerConfig,
@@ -98,6 +155,7 @@ pub struct OnlineTrainer {
     /// Items hidden by the `items` topic: never published, never in a snapshot or the
     /// popular list.
     hidden: HashSet<String>,
+    progress: Progress,
 }
 
 type SnapshotTask = JoinHandle<Result<PathBuf>>;
@@ -120,6 +178,7 @@ impl OnlineTrainer {
             dirty: Dirty::default(),
             index_cfg: IndexConfig::default(),
             hidden: HashSet::new(),
+            progress: Progress::default(),
         })
     }
 
@@ -136,14 +195,19 @@ impl OnlineTrainer {
     /// Consumes until `cancel` fires, then trains what is buffered, publishes, and returns
     /// the model.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<MfModel> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        self.restore().await?;
+        let context = ResumeContext {
+            topic: self.cfg.topic.clone(),
+            resume: self.progress.resume.clone(),
+        };
+        let consumer: StreamConsumer<ResumeContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.cfg.brokers)
             .set("group.id", &self.cfg.group_id)
-            // Offsets come from checkpoints (trainer issue); never auto-commit.
+            // Positions come from checkpoints; Kafka's committed offsets only follow them.
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .create()?;
+            .create_with_context(context)?;
         let mut topics = vec![self.cfg.topic.as_str()];
         if !self.cfg.items_topic.is_empty() {
             topics.push(&self.cfg.items_topic);
@@ -163,6 +227,8 @@ impl OnlineTrainer {
         let snapshot_interval = Duration::from_millis(self.cfg.snapshot_interval_ms);
         let mut last_snapshot = Instant::now();
         let mut snapshot: Option<SnapshotTask> = None;
+        let checkpoint_interval = Duration::from_millis(self.cfg.checkpoint_interval_ms);
+        let mut last_checkpoint = Instant::now();
         loop {
             let wait = batch_timeout.saturating_sub(batch_started.elapsed());
             tokio::select! {
@@ -178,18 +244,29 @@ impl OnlineTrainer {
                                 }
                             }
                         }
-                        Ok(Ok(msg)) => match parse(&msg) {
-                            Ok(event) => {
-                                if batch.is_empty() {
-                                    batch_started = Instant::now();
+                        Ok(Ok(msg)) => {
+                            let partition = msg.partition();
+                            self.progress.next.insert(partition, msg.offset() + 1);
+                            self.progress
+                                .resume
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(partition, msg.offset() + 1);
+                            match parse(&msg) {
+                                Ok(event) => {
+                                    if batch.is_empty() {
+                                        batch_started = Instant::now();
+                                    }
+                                    batch.push(event);
+                                    self.progress.pending.push(partition);
                                 }
-                                batch.push(event);
+                                Err(reason) => {
+                                    self.stats.events_rejected.fetch_add(1, Ordering::Relaxed);
+                                    *self.progress.dead_lettered.entry(partition).or_default() += 1;
+                                    self.reject(&dlq, &msg, &reason).await;
+                                }
                             }
-                            Err(reason) => {
-                                self.stats.events_rejected.fetch_add(1, Ordering::Relaxed);
-                                self.reject(&dlq, &msg, &reason).await;
-                            }
-                        },
+                        }
                         Ok(Err(e)) => warn!(error = %e, "kafka receive error; retrying"),
                         Err(_elapsed) => {}
                     }
@@ -214,9 +291,23 @@ impl OnlineTrainer {
                 snapshot = self.start_snapshot().await;
                 last_snapshot = Instant::now();
             }
+            if !self.cfg.checkpoint_dir.is_empty()
+                && last_checkpoint.elapsed() >= checkpoint_interval
+            {
+                // A checkpoint holds only applied events: train the partial batch first.
+                if !batch.is_empty() {
+                    self.train(std::mem::take(&mut batch)).await?;
+                    batch_started = Instant::now();
+                }
+                self.checkpoint(&consumer).await?;
+                last_checkpoint = Instant::now();
+            }
         }
         if !batch.is_empty() {
             self.train(batch).await?;
+        }
+        if !self.cfg.checkpoint_dir.is_empty() {
+            self.checkpoint(&consumer).await?;
         }
         self.publish().await;
         if let Some(running) = snapshot.take() {
@@ -296,6 +387,15 @@ impl OnlineTrainer {
                 return Err(e.into());
             }
         };
+        let parts = std::mem::take(&mut self.progress.pending);
+        let count = if step.skipped {
+            &mut self.progress.skipped
+        } else {
+            &mut self.progress.applied
+        };
+        for p in parts {
+            *count.entry(p).or_default() += 1;
+        }
         self.stats
             .train_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
@@ -332,6 +432,139 @@ impl OnlineTrainer {
             }
         }
         self.model = Some(model);
+        Ok(())
+    }
+
+    /// Replaces the model and the stream position with the newest valid checkpoint, if
+    /// `checkpoint_dir` holds one.
+    async fn restore(&mut self) -> Result<()> {
+        if self.cfg.checkpoint_dir.is_empty() {
+            return Ok(());
+        }
+        let dir = PathBuf::from(&self.cfg.checkpoint_dir);
+        let device = self
+            .model
+            .as_ref()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))?
+            .device()
+            .clone();
+        let loaded = tokio::task::spawn_blocking(move || checkpoint::load_latest(&dir, &device))
+            .await
+            .map_err(|e| TrainerError::Task(e.to_string()))??;
+        let Some((model, meta, path)) = loaded else {
+            info!(dir = %self.cfg.checkpoint_dir, "no checkpoint; starting from the group's offsets");
+            return Ok(());
+        };
+        if meta.generation != self.cfg.generation {
+            return Err(TrainerError::Config(format!(
+                "trainer.generation: {} but the newest checkpoint ({}) is of generation {}",
+                self.cfg.generation,
+                path.display(),
+                meta.generation
+            )));
+        }
+        let parse = |m: &BTreeMap<String, i64>| -> BTreeMap<i32, i64> {
+            m.iter()
+                .filter_map(|(k, &v)| {
+                    let (t, p) = k.rsplit_once('/')?;
+                    (t == self.cfg.topic).then(|| Some((p.parse().ok()?, v)))?
+                })
+                .collect()
+        };
+        let counts = |m: &BTreeMap<String, u64>| -> BTreeMap<i32, u64> {
+            m.iter()
+                .filter_map(|(k, &v)| {
+                    let (t, p) = k.rsplit_once('/')?;
+                    (t == self.cfg.topic).then(|| Some((p.parse().ok()?, v)))?
+                })
+                .collect()
+        };
+        self.progress.next = parse(&meta.offsets);
+        self.progress.applied = counts(&meta.applied);
+        self.progress.dead_lettered = counts(&meta.dead_lettered);
+        self.progress.skipped = counts(&meta.skipped);
+        *self
+            .progress
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = self.progress.next.clone();
+        info!(
+            path = %path.display(),
+            users = model.user_ids().len(),
+            items = model.item_ids().len(),
+            offsets = ?self.progress.next,
+            "restored from checkpoint"
+        );
+        self.model = Some(model);
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the model and its stream position (call with no events
+    /// waiting in a batch), then lets Kafka's committed offsets follow it. A failed write
+    /// is logged, counted and retried at the next interval.
+    async fn checkpoint(&mut self, consumer: &StreamConsumer<ResumeContext>) -> Result<()> {
+        let model = self
+            .model
+            .take()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))?;
+        let t = &self.cfg.topic;
+        let meta = CheckpointMeta {
+            generation: self.cfg.generation,
+            offsets: self
+                .progress
+                .next
+                .iter()
+                .map(|(&p, &o)| (key(t, p), o))
+                .collect(),
+            applied: self
+                .progress
+                .applied
+                .iter()
+                .map(|(&p, &n)| (key(t, p), n))
+                .collect(),
+            dead_lettered: self
+                .progress
+                .dead_lettered
+                .iter()
+                .map(|(&p, &n)| (key(t, p), n))
+                .collect(),
+            skipped: self
+                .progress
+                .skipped
+                .iter()
+                .map(|(&p, &n)| (key(t, p), n))
+                .collect(),
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        let dir = PathBuf::from(&self.cfg.checkpoint_dir);
+        let keep = self.cfg.checkpoint_keep;
+        let meta2 = meta.clone();
+        let (model, written) = tokio::task::spawn_blocking(move || {
+            let r = checkpoint::write(&dir, &model, &meta2, keep);
+            (model, r)
+        })
+        .await
+        .map_err(|e| TrainerError::Task(format!("checkpoint task: {e}")))?;
+        self.model = Some(model);
+        match written {
+            Ok(path) => {
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                debug!(path = %path.display(), "checkpoint written");
+                let mut tpl = TopicPartitionList::new();
+                for (&p, &o) in &self.progress.next {
+                    let _ = tpl.add_partition_offset(t, p, Offset::Offset(o));
+                }
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    warn!(error = %e, "could not commit the checkpointed offsets");
+                }
+            }
+            Err(e) => {
+                self.stats.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "checkpoint failed; will retry");
+            }
+        }
         Ok(())
     }
 

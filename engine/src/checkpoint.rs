@@ -1,0 +1,379 @@
+//! Trainer checkpoints: the whole model state (id maps, tables, Adagrad state, the logQ
+//! frequency estimate, the config) together with the stream position it reflects (next
+//! offset per partition, and how many events of each partition were applied and
+//! dead-lettered), in one file written atomically: temporary file, fsync, rename,
+//! directory fsync. The newest `keep` are kept. A restored model continues bit-exactly.
+//!
+//! Layout of `ckpt-{seq:012}.bin`: the magic `RSCKPT01`, a little-endian `u64` length and
+//! that many bytes of JSON header ([`CheckpointMeta`] and the model config and sizes),
+//! the ids (`u32` length + UTF-8 each), the `f32` tables and accumulators and the `f64`
+//! counts, all little-endian, then a CRC-32 of everything before it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::mf::{MfConfig, MfModel, MfParts};
+use crate::table::TableParts;
+use crate::{EngineError, Result};
+
+const MAGIC: &[u8; 8] = b"RSCKPT01";
+
+/// Where the stream stood when the checkpoint was taken.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub generation: u64,
+    /// `"topic/partition"` → the first offset *not* reflected in the model.
+    pub offsets: BTreeMap<String, i64>,
+    /// `"topic/partition"` → events of that partition applied to the model.
+    pub applied: BTreeMap<String, u64>,
+    /// `"topic/partition"` → messages of that partition sent to the dead-letter topic.
+    pub dead_lettered: BTreeMap<String, u64>,
+    /// `"topic/partition"` → events in batches skipped for a non-finite loss.
+    #[serde(default)]
+    pub skipped: BTreeMap<String, u64>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    meta: CheckpointMeta,
+    cfg: MfConfig,
+    users: usize,
+    items: usize,
+    user_seed: u64,
+    item_seed: u64,
+    user_init: f32,
+    item_init: f32,
+    counts: usize,
+    total_count: f64,
+}
+
+fn io(path: &Path, e: std::io::Error) -> EngineError {
+    EngineError::Snapshot(format!("{}: {e}", path.display()))
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> EngineError {
+    EngineError::Snapshot(format!("{}: {why}", path.display()))
+}
+
+fn name(seq: u64) -> String {
+    format!("ckpt-{seq:012}.bin")
+}
+
+/// Complete checkpoints under `dir`, newest first, as `(seq, path)`.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let file = entry.file_name();
+        let Some(seq) = file
+            .to_str()
+            .and_then(|n| n.strip_prefix("ckpt-"))
+            .and_then(|n| n.strip_suffix(".bin"))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        out.push((seq, entry.path()));
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(out)
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[String]) {
+    for id in ids {
+        out.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+    }
+}
+
+fn put_f32(out: &mut Vec<u8>, xs: &[f32]) {
+    for x in xs {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Writes a checkpoint of `model` at `meta` into `dir` and keeps the newest `keep`.
+pub fn write(dir: &Path, model: &MfModel, meta: &CheckpointMeta, keep: usize) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let p = model.to_parts();
+    let header = Header {
+        meta: meta.clone(),
+        cfg: p.cfg.clone(),
+        users: p.user_ids.len(),
+        items: p.item_ids.len(),
+        user_seed: p.users.seed,
+        item_seed: p.items.seed,
+        user_init: p.users.init_scale,
+        item_init: p.items.init_scale,
+        counts: p.item_counts.len(),
+        total_count: p.total_count,
+    };
+    let json = serde_json::to_vec(&header)
+        .map_err(|e| EngineError::Snapshot(format!("checkpoint header: {e}")))?;
+    let mut out = Vec::with_capacity(
+        64 + json.len() + 4 * (p.users.data.len() + p.items.data.len()) + 8 * p.item_counts.len(),
+    );
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    put_ids(&mut out, &p.user_ids);
+    put_ids(&mut out, &p.item_ids);
+    for t in [&p.users, &p.items] {
+        put_f32(&mut out, &t.data);
+        put_f32(&mut out, &t.accum);
+    }
+    for c in &p.item_counts {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+
+    let seq = list(dir)?.first().map_or(0, |s| s.0 + 1);
+    let tmp = dir.join(format!("{}.tmp", name(seq)));
+    let dest = dir.join(name(seq));
+    let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(&out)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))?;
+    for (_, old) in list(dir)?.into_iter().skip(keep.max(1)) {
+        if let Err(e) = fs::remove_file(&old) {
+            tracing::warn!(path = %old.display(), error = %e, "could not remove an old checkpoint");
+        }
+    }
+    Ok(dest)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| bad(self.path, format!("truncated at byte {}", self.at)))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn ids(&mut self, n: usize) -> Result<Vec<String>> {
+        (0..n)
+            .map(|_| {
+                let b = self.take(4)?;
+                let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                std::str::from_utf8(self.take(len)?)
+                    .map(str::to_owned)
+                    .map_err(|_| bad(self.path, "an id is not UTF-8"))
+            })
+            .collect()
+    }
+    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
+        Ok(self
+            .take(
+                n.checked_mul(4)
+                    .ok_or_else(|| bad(self.path, "size overflow"))?,
+            )?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// Reads and checks one checkpoint; the model trains on `device`.
+pub fn load(path: &Path, device: Device) -> Result<(MfModel, CheckpointMeta)> {
+    let bytes = fs::read(path).map_err(|e| io(path, e))?;
+    if bytes.len() < MAGIC.len() + 8 + 4 || &bytes[..8] != MAGIC {
+        return Err(bad(path, "not a checkpoint (bad magic or too short)"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let got = crc32fast::hash(body);
+    if got != want {
+        return Err(bad(
+            path,
+            format!("checksum mismatch: crc32 {got:08x}, file says {want:08x}"),
+        ));
+    }
+    let mut r = Reader {
+        bytes: body,
+        at: 8,
+        path,
+    };
+    let len = r.take(8)?;
+    let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8])) as usize;
+    let header: Header = serde_json::from_slice(r.take(len)?).map_err(|e| bad(path, e))?;
+    let dim = header.cfg.dim;
+    let user_ids = r.ids(header.users)?;
+    let item_ids = r.ids(header.items)?;
+    let users = TableParts {
+        dim,
+        init_scale: header.user_init,
+        seed: header.user_seed,
+        data: r.f32s(header.users * dim)?,
+        accum: r.f32s(header.users)?,
+    };
+    let items = TableParts {
+        dim,
+        init_scale: header.item_init,
+        seed: header.item_seed,
+        data: r.f32s(header.items * dim)?,
+        accum: r.f32s(header.items)?,
+    };
+    let item_counts = r
+        .take(header.counts * 8)?
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    if r.at != body.len() {
+        return Err(bad(path, "trailing bytes"));
+    }
+    let model = MfModel::from_parts(
+        MfParts {
+            cfg: header.cfg,
+            user_ids,
+            item_ids,
+            users,
+            items,
+            item_counts,
+            total_count: header.total_count,
+        },
+        device,
+    )
+    .map_err(|e| bad(path, e))?;
+    Ok((model, header.meta))
+}
+
+/// The newest checkpoint under `dir` that loads; rejected ones are logged with the
+/// reason. `None` when there is none.
+pub fn load_latest(
+    dir: &Path,
+    device: &Device,
+) -> Result<Option<(MfModel, CheckpointMeta, PathBuf)>> {
+    for (_, path) in list(dir)? {
+        match load(&path, device.clone()) {
+            Ok((model, meta)) => return Ok(Some((model, meta, path))),
+            Err(e) => tracing::error!(error = %e, "rejected a checkpoint; trying an older one"),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::cpu_autodiff_device;
+    use crate::synth::SynthConfig;
+
+    fn trained(events: &[recsys_schemas::Event]) -> MfModel {
+        let cfg = MfConfig {
+            dim: 8,
+            logq_correction: true,
+            ..MfConfig::default()
+        };
+        let mut m = MfModel::new(cfg, cpu_autodiff_device()).unwrap();
+        for batch in events.chunks(256) {
+            m.train_events(batch).unwrap();
+        }
+        m
+    }
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            generation: 3,
+            offsets: BTreeMap::from([("events/0".into(), 1200), ("events/1".into(), 800)]),
+            applied: BTreeMap::from([("events/0".into(), 1198), ("events/1".into(), 800)]),
+            dead_lettered: BTreeMap::from([("events/0".into(), 2)]),
+            skipped: BTreeMap::new(),
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn round_trip_is_bit_exact_and_training_continues_identically() {
+        let data = SynthConfig {
+            users: 200,
+            items: 100,
+            events: 3_000,
+            clusters: 5,
+            seed: 4,
+            ..SynthConfig::default()
+        }
+        .generate()
+        .unwrap();
+        let (first, rest) = data.train.split_at(2_000);
+        let mut original = trained(first);
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &original, &meta(), 3).unwrap();
+        let (mut restored, m) = load(&path, cpu_autodiff_device()).unwrap();
+        assert_eq!(m, meta());
+        assert_eq!(restored.to_parts(), original.to_parts());
+        // The same next batches, new users and items included, give the same model.
+        for batch in rest.chunks(256) {
+            let a = original.train_events(batch).unwrap();
+            let b = restored.train_events(batch).unwrap();
+            assert_eq!(a.0.loss.to_bits(), b.0.loss.to_bits());
+        }
+        assert_eq!(restored.to_parts(), original.to_parts());
+    }
+
+    #[test]
+    fn corrupt_or_truncated_files_are_rejected_and_the_older_one_is_used() {
+        let data = SynthConfig {
+            users: 50,
+            items: 30,
+            events: 500,
+            clusters: 3,
+            seed: 2,
+            ..SynthConfig::default()
+        }
+        .generate()
+        .unwrap();
+        let model = trained(&data.train);
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..4 {
+            write(dir.path(), &model, &meta(), 2).unwrap();
+        }
+        let kept = list(dir.path()).unwrap();
+        assert_eq!(kept.iter().map(|k| k.0).collect::<Vec<_>>(), vec![3, 2]);
+        let newest = &kept[0].1;
+        let mut bytes = fs::read(newest).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        fs::write(newest, &bytes).unwrap();
+        let err = load(newest, cpu_autodiff_device()).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        let (_, _, used) = load_latest(dir.path(), &cpu_autodiff_device())
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, kept[1].1);
+        fs::write(&kept[1].1, &bytes[..100]).unwrap();
+        assert!(
+            load_latest(dir.path(), &cpu_autodiff_device())
+                .unwrap()
+                .is_none()
+        );
+        // A half-written temporary file is not a checkpoint.
+        fs::write(dir.path().join("ckpt-000000000009.bin.tmp"), b"x").unwrap();
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
+    }
+}
