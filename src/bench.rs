@@ -615,3 +615,151 @@ pub async fn serve(
         runs,
     })
 }
+
+#[derive(Debug, Clone)]
+pub struct TrainBenchOptions {
+    pub users: usize,
+    pub items: usize,
+    pub events: usize,
+    pub dim: usize,
+    pub batch: usize,
+    /// Users in the memory measurement.
+    pub memory_users: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainBenchOptions {
+    fn default() -> Self {
+        Self {
+            users: 100_000,
+            items: 100_000,
+            events: 500_000,
+            dim: 64,
+            batch: 1024,
+            memory_users: 1_000_000,
+            seed: 13,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBenchReport {
+    pub users: usize,
+    pub items: usize,
+    pub events: usize,
+    pub dim: usize,
+    pub batch: usize,
+    pub mf_events_per_s: f64,
+    /// Not built yet (trainer issue): null.
+    pub two_tower_events_per_s: Option<f64>,
+    /// The PyTorch peer is not part of this run yet: null.
+    pub torch_mf_events_per_s: Option<f64>,
+    pub mf_vs_torch: Option<f64>,
+    /// Resident memory added per user at d = `dim` (tables, Adagrad state, id map),
+    /// measured as the RSS growth over `memory_users` new users.
+    pub bytes_per_user: f64,
+    pub memory_users: usize,
+}
+
+/// Resident set size of this process, bytes (Linux `/proc/self/status`).
+fn rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
+}
+
+/// `recsys bench train`: MF training steps (the trainer's own step: gather, burn
+/// autodiff, row-wise Adagrad) on synthetic data, and trainer memory per user.
+pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
+    use recsys_engine::device::cpu_autodiff_device;
+    use recsys_engine::mf::{MfConfig, MfModel};
+    use recsys_engine::synth::SynthConfig;
+
+    let cfg = MfConfig {
+        dim: opts.dim,
+        ..MfConfig::default()
+    };
+    eprintln!(
+        "generating {} events over {} users x {} items",
+        opts.events, opts.users, opts.items
+    );
+    let data = SynthConfig {
+        users: opts.users,
+        items: opts.items,
+        events: opts.events,
+        clusters: 100,
+        seed: opts.seed,
+        ..SynthConfig::default()
+    }
+    .generate()
+    .map_err(anyhow::Error::msg)?;
+    let mut model = MfModel::new(cfg.clone(), cpu_autodiff_device())?;
+    // Warm-up: the first steps allocate the tables and burn's buffers.
+    for batch in data.train.chunks(opts.batch).take(5) {
+        model.train_events(batch)?;
+    }
+    let started = Instant::now();
+    let mut trained = 0usize;
+    for batch in data.train.chunks(opts.batch).skip(5) {
+        model.train_events(batch)?;
+        trained += batch.len();
+    }
+    let mf_events_per_s = trained as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "MF d={} batch {}: {mf_events_per_s:.0} events/s",
+        opts.dim, opts.batch
+    );
+    drop(model);
+    drop(data);
+
+    // Memory: a fresh model learns `memory_users` users over 1,000 items; the RSS growth
+    // divided by the users is what one user costs (the 1,000 item rows are noise).
+    let mut model = MfModel::new(cfg, cpu_autodiff_device())?;
+    let before = rss_bytes()?;
+    let mut batch = Vec::with_capacity(opts.batch);
+    for u in 0..opts.memory_users {
+        batch.push(recsys_schemas::Event {
+            user_id: format!("user-{u:09}"),
+            item_id: format!("item-{}", u % 1000),
+            kind: "click".into(),
+            weight: 1.0,
+            ts: 0,
+            event_id: None,
+        });
+        if batch.len() == opts.batch {
+            model.train_events(&batch)?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        model.train_events(&batch)?;
+    }
+    let bytes_per_user = rss_bytes()?.saturating_sub(before) as f64 / opts.memory_users as f64;
+    eprintln!(
+        "memory: {bytes_per_user:.0} bytes per user over {} users at d={} \
+         (tables {} B/user of it: {} f32 + 1 Adagrad accumulator)",
+        opts.memory_users,
+        opts.dim,
+        (opts.dim + 1) * 4,
+        opts.dim
+    );
+    drop(model);
+    Ok(TrainBenchReport {
+        users: opts.users,
+        items: opts.items,
+        events: opts.events,
+        dim: opts.dim,
+        batch: opts.batch,
+        mf_events_per_s,
+        two_tower_events_per_s: None,
+        torch_mf_events_per_s: None,
+        mf_vs_torch: None,
+        bytes_per_user,
+        memory_users: opts.memory_users,
+    })
+}

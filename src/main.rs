@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use recsys::bench::{self, IndexBenchOptions, ServeBenchOptions};
+use recsys::bench::{self, IndexBenchOptions, ServeBenchOptions, TrainBenchOptions};
 use recsys::config::Config;
 use recsys::demo::{self, DemoOptions};
 
@@ -54,6 +54,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Training throughput of the MF step and trainer memory per user.
+    Train {
+        #[arg(long, default_value_t = TrainBenchOptions::default().users)]
+        users: usize,
+        #[arg(long, default_value_t = TrainBenchOptions::default().items)]
+        items: usize,
+        #[arg(long, default_value_t = TrainBenchOptions::default().events)]
+        events: usize,
+        /// Users in the memory measurement.
+        #[arg(long, default_value_t = TrainBenchOptions::default().memory_users)]
+        memory_users: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The item index per configuration (flat, IVF-flat, IVF-PQ, IVF-PQ + re-rank): build
     /// time, memory, Recall@10 against exact search, QPS; and delta freshness.
     Index {
@@ -143,6 +157,30 @@ async fn main() -> anyhow::Result<()> {
                 ..IndexBenchOptions::default()
             })
             .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Train {
+                    users,
+                    items,
+                    events,
+                    memory_users,
+                    json,
+                },
+        } => {
+            let report = tokio::task::spawn_blocking(move || {
+                bench::train(TrainBenchOptions {
+                    users,
+                    items,
+                    events,
+                    memory_users,
+                    ..TrainBenchOptions::default()
+                })
+            })
+            .await??;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             }
