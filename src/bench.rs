@@ -626,6 +626,7 @@ pub struct TrainBenchOptions {
     /// Users in the memory measurement.
     pub memory_users: usize,
     pub seed: u64,
+    pub backend: recsys_engine::device::Backend,
 }
 
 impl Default for TrainBenchOptions {
@@ -638,12 +639,14 @@ impl Default for TrainBenchOptions {
             batch: 1024,
             memory_users: 1_000_000,
             seed: 13,
+            backend: recsys_engine::device::Backend::Cpu,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBenchReport {
+    pub backend: recsys_engine::device::Backend,
     pub users: usize,
     pub items: usize,
     pub events: usize,
@@ -676,7 +679,7 @@ fn rss_bytes() -> anyhow::Result<u64> {
 /// `recsys bench train`: MF training steps (the trainer's own step: gather, burn
 /// autodiff, row-wise Adagrad) on synthetic data, and trainer memory per user.
 pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
-    use recsys_engine::device::cpu_autodiff_device;
+    use recsys_engine::device::autodiff_device;
     use recsys_engine::mf::{MfConfig, MfModel};
     use recsys_engine::synth::SynthConfig;
 
@@ -698,7 +701,8 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     }
     .generate()
     .map_err(anyhow::Error::msg)?;
-    let mut model = MfModel::new(cfg.clone(), cpu_autodiff_device())?;
+    eprintln!("backend {:?}", opts.backend);
+    let mut model = MfModel::new(cfg.clone(), autodiff_device(opts.backend)?)?;
     // Warm-up: the first steps allocate the tables and burn's buffers.
     for batch in data.train.chunks(opts.batch).take(5) {
         model.train_events(batch)?;
@@ -719,7 +723,7 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
 
     // Memory: a fresh model learns `memory_users` users over 1,000 items; the RSS growth
     // divided by the users is what one user costs (the 1,000 item rows are noise).
-    let mut model = MfModel::new(cfg, cpu_autodiff_device())?;
+    let mut model = MfModel::new(cfg, autodiff_device(opts.backend)?)?;
     let before = rss_bytes()?;
     let mut batch = Vec::with_capacity(opts.batch);
     for u in 0..opts.memory_users {
@@ -750,6 +754,7 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     );
     drop(model);
     Ok(TrainBenchReport {
+        backend: opts.backend,
         users: opts.users,
         items: opts.items,
         events: opts.events,

@@ -30,7 +30,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComputeConfig {
-    /// `cpu` (burn ndarray) or `cuda` (needs `--features cuda`).
+    /// `cpu` (burn-flex), `ndarray` (burn-ndarray) or `cuda` (needs `--features cuda`).
     pub backend: Backend,
 }
 

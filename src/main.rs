@@ -65,6 +65,9 @@ enum BenchCommand {
         /// Users in the memory measurement.
         #[arg(long, default_value_t = TrainBenchOptions::default().memory_users)]
         memory_users: usize,
+        /// `cpu` (burn-flex), `ndarray` or `cuda`.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
         #[arg(long)]
         json: bool,
     },
@@ -168,15 +171,21 @@ async fn main() -> anyhow::Result<()> {
                     items,
                     events,
                     memory_users,
+                    backend,
                     json,
                 },
         } => {
+            let backend = serde_json::from_value(serde_json::Value::String(backend.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!("--backend: expected cpu, ndarray or cuda, got {backend:?}")
+                })?;
             let report = tokio::task::spawn_blocking(move || {
                 bench::train(TrainBenchOptions {
                     users,
                     items,
                     events,
                     memory_users,
+                    backend,
                     ..TrainBenchOptions::default()
                 })
             })
