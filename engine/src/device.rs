@@ -7,7 +7,7 @@
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::{EngineError, Result};
+use crate::Result;
 
 /// Which backend trains the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub fn autodiff_device(backend: Backend) -> Result<Device> {
         #[cfg(feature = "cuda")]
         Backend::Cuda => Ok(Device::cuda(0).autodiff()),
         #[cfg(not(feature = "cuda"))]
-        Backend::Cuda => Err(EngineError::Config(
+        Backend::Cuda => Err(crate::EngineError::Config(
             "model.backend: \"cuda\" needs a build with `--features cuda`".into(),
         )),
     }
