@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::bytes::Reader;
 use crate::mf::{MfConfig, MfModel, MfParts};
 use crate::table::TableParts;
 use crate::{EngineError, Result};
@@ -159,46 +160,6 @@ pub fn write(dir: &Path, model: &MfModel, meta: &CheckpointMeta, keep: usize) ->
     Ok(dest)
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    path: &'a Path,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| bad(self.path, format!("truncated at byte {}", self.at)))?;
-        let s = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn ids(&mut self, n: usize) -> Result<Vec<String>> {
-        (0..n)
-            .map(|_| {
-                let b = self.take(4)?;
-                let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                std::str::from_utf8(self.take(len)?)
-                    .map(str::to_owned)
-                    .map_err(|_| bad(self.path, "an id is not UTF-8"))
-            })
-            .collect()
-    }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        Ok(self
-            .take(
-                n.checked_mul(4)
-                    .ok_or_else(|| bad(self.path, "size overflow"))?,
-            )?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-}
-
 /// Reads and checks one checkpoint; the model trains on `device`.
 pub fn load(path: &Path, device: Device) -> Result<(MfModel, CheckpointMeta)> {
     let bytes = fs::read(path).map_err(|e| io(path, e))?;
@@ -214,37 +175,32 @@ pub fn load(path: &Path, device: Device) -> Result<(MfModel, CheckpointMeta)> {
             format!("checksum mismatch: crc32 {got:08x}, file says {want:08x}"),
         ));
     }
-    let mut r = Reader {
-        bytes: body,
-        at: 8,
-        path,
-    };
-    let len = r.take(8)?;
-    let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8])) as usize;
+    let mut r = Reader::new(body, 8, path);
+    let len = r.u64()? as usize;
     let header: Header = serde_json::from_slice(r.take(len)?).map_err(|e| bad(path, e))?;
     let dim = header.cfg.dim;
-    let user_ids = r.ids(header.users)?;
-    let item_ids = r.ids(header.items)?;
-    let users = TableParts {
-        dim,
-        init_scale: header.user_init,
-        seed: header.user_seed,
-        data: r.f32s(header.users * dim)?,
-        accum: r.f32s(header.users)?,
+    let user_ids = r.strings(header.users)?;
+    let item_ids = r.strings(header.items)?;
+    let mut table = |rows: usize, init_scale: f32, seed: u64| -> Result<TableParts> {
+        Ok(TableParts {
+            dim,
+            init_scale,
+            seed,
+            data: r.f32s(
+                rows.checked_mul(dim)
+                    .ok_or_else(|| bad(path, "size overflow"))?,
+            )?,
+            accum: r.f32s(rows)?,
+        })
     };
-    let items = TableParts {
-        dim,
-        init_scale: header.item_init,
-        seed: header.item_seed,
-        data: r.f32s(header.items * dim)?,
-        accum: r.f32s(header.items)?,
-    };
+    let users = table(header.users, header.user_init, header.user_seed)?;
+    let items = table(header.items, header.item_init, header.item_seed)?;
     let item_counts = r
         .take(header.counts * 8)?
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect();
-    if r.at != body.len() {
+    if !r.done() {
         return Err(bad(path, "trailing bytes"));
     }
     let model = MfModel::from_parts(

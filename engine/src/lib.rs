@@ -2,6 +2,7 @@
 //! item index, popularity, metrics and synthetic data. Knows nothing of HTTP, Kafka or
 //! Redis; the trainer and serving crates bring those.
 
+mod bytes;
 pub mod checkpoint;
 pub mod device;
 pub mod ids;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bytes::Reader;
 use crate::ids::IdMap;
 use crate::index::{IndexConfig, ItemIndex};
 use crate::{EngineError, Result};
@@ -227,42 +228,9 @@ fn write_items(path: &Path, ids: &IdMap, index: &ItemIndex) -> Result<()> {
     w.flush().map_err(|e| io_err(path.display(), e))
 }
 
-/// A cursor over the bytes of `items.bin` that turns every short read into an error.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    path: &'a Path,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| bad(self.path, format!("truncated at byte {}", self.at)))?;
-        let s = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
-    }
-}
-
 fn read_items(path: &Path, dim: usize) -> Result<(IdMap, Vec<u64>, Vec<f32>)> {
     let bytes = fs::read(path).map_err(|e| io_err(path.display(), e))?;
-    let mut c = Cursor {
-        bytes: &bytes,
-        at: 0,
-        path,
-    };
+    let mut c = Reader::new(&bytes, 0, path);
     if c.take(8)? != ITEMS_MAGIC {
         return Err(bad(path, "not an items file (bad magic)"));
     }
@@ -274,13 +242,7 @@ fn read_items(path: &Path, dim: usize) -> Result<(IdMap, Vec<u64>, Vec<f32>)> {
         ));
     }
     let n_ids = c.u64()? as usize;
-    let mut ids = Vec::with_capacity(n_ids.min(bytes.len() / 4));
-    for _ in 0..n_ids {
-        let len = c.u32()? as usize;
-        let s =
-            std::str::from_utf8(c.take(len)?).map_err(|_| bad(path, "an item id is not UTF-8"))?;
-        ids.push(s.to_owned());
-    }
+    let ids = c.strings(n_ids)?;
     let map = IdMap::from_ids(ids).map_err(|e| bad(path, e))?;
     let live = c.u64()? as usize;
     let mut rows = Vec::with_capacity(live.min(bytes.len() / 8));
@@ -291,12 +253,8 @@ fn read_items(path: &Path, dim: usize) -> Result<(IdMap, Vec<u64>, Vec<f32>)> {
         }
         rows.push(row);
     }
-    let raw = c.take(live * dim * 4)?;
-    let vectors = raw
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if c.at != bytes.len() {
+    let vectors = c.f32s(live * dim)?;
+    if !c.done() {
         return Err(bad(path, "trailing bytes"));
     }
     Ok((map, rows, vectors))

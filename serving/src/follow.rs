@@ -95,7 +95,7 @@ pub struct FollowStatus {
     /// Messages of another model generation (skipped).
     pub other_generation: AtomicU64,
     /// Milliseconds from the trainer publishing the newest applied vector to it being
-    /// searchable here.
+    /// searchable here; -1 until a vector has been applied.
     pub last_delay_ms: AtomicI64,
     /// Generation and sequence number of the snapshot loaded at start (-1: none).
     pub snapshot_seq: AtomicI64,
@@ -152,6 +152,7 @@ impl ItemFollower {
             catalog,
             status: Arc::new(FollowStatus {
                 snapshot_seq: AtomicI64::new(-1),
+                last_delay_ms: AtomicI64::new(-1),
                 ..FollowStatus::default()
             }),
         })

@@ -234,6 +234,7 @@ async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
         assert!(Instant::now() < deadline, "live delta never applied");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Set (from -1) once a published vector was applied: its publish-to-searchable time.
     assert!(replica.status.last_delay_ms.load(Ordering::Relaxed) >= 0);
     replica.stop().await;
 }

@@ -177,6 +177,17 @@ fn key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// The entries of `topic` in a map keyed by [`key`], by partition.
+fn of_topic<V: Copy>(m: &BTreeMap<String, V>, topic: &str) -> BTreeMap<i32, V> {
+    m.iter()
+        .filter_map(|(k, &v)| {
+            let (t, p) = k.rsplit_once('/')?;
+            (t == topic).then_some(())?;
+            Some((p.parse().ok()?, v))
+        })
+        .collect()
+}
+
 /// The online trainer: owns the model while it runs and gives it back when stopped.
 pub struct OnlineTrainer {
     cfg: TrainerConfig,
@@ -485,26 +496,11 @@ impl OnlineTrainer {
                 meta.generation
             )));
         }
-        let parse = |m: &BTreeMap<String, i64>| -> BTreeMap<i32, i64> {
-            m.iter()
-                .filter_map(|(k, &v)| {
-                    let (t, p) = k.rsplit_once('/')?;
-                    (t == self.cfg.topic).then(|| Some((p.parse().ok()?, v)))?
-                })
-                .collect()
-        };
-        let counts = |m: &BTreeMap<String, u64>| -> BTreeMap<i32, u64> {
-            m.iter()
-                .filter_map(|(k, &v)| {
-                    let (t, p) = k.rsplit_once('/')?;
-                    (t == self.cfg.topic).then(|| Some((p.parse().ok()?, v)))?
-                })
-                .collect()
-        };
-        self.progress.next = parse(&meta.offsets);
-        self.progress.applied = counts(&meta.applied);
-        self.progress.dead_lettered = counts(&meta.dead_lettered);
-        self.progress.skipped = counts(&meta.skipped);
+        let t = &self.cfg.topic;
+        self.progress.next = of_topic(&meta.offsets, t);
+        self.progress.applied = of_topic(&meta.applied, t);
+        self.progress.dead_lettered = of_topic(&meta.dead_lettered, t);
+        self.progress.skipped = of_topic(&meta.skipped, t);
         *self
             .progress
             .resume
