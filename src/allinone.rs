@@ -5,12 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use anyhow::{Context, bail};
 use recsys_engine::device::autodiff_device;
-use recsys_engine::mf::MfModel;
+use recsys_engine::model::Model;
 use recsys_engine::store::MemoryUserStore;
 use recsys_serving::{
     AppState, CatalogHolder, FollowStatus, ItemFollower, KafkaEventSink, UserVectorStore,
@@ -53,7 +54,7 @@ pub struct Pipeline {
     pub follow: Arc<FollowStatus>,
     started: Instant,
     cancel: CancellationToken,
-    trainer: Option<JoinHandle<Result<MfModel>>>,
+    trainer: Option<JoinHandle<Result<Model>>>,
     follow_cancel: CancellationToken,
     follower: JoinHandle<recsys_serving::Result<()>>,
     server: ServerHandle,
@@ -86,13 +87,7 @@ impl Pipeline {
 
         let events = KafkaEventSink::new(&cfg.trainer.brokers, &cfg.serving.events_topic)
             .map_err(anyhow::Error::msg)?;
-        let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?
-            .with_events(Arc::new(events));
-        let (server, addr) = recsys_serving::start(state)
-            .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
-        let server_handle = server.handle();
-        let server_task = tokio::spawn(server);
-        let model = MfModel::new(cfg.model.clone(), autodiff_device(cfg.compute.backend)?)?;
+        let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
         let items = KafkaItemVectorSink::new(
             &cfg.trainer.brokers,
             &cfg.trainer.item_vectors_topic,
@@ -101,6 +96,14 @@ impl Pipeline {
         let trainer = OnlineTrainer::new(cfg.trainer.clone(), model, writer, Arc::new(items))?
             .with_index_config(cfg.index.clone());
         let stats = trainer.stats();
+        let gauges = stats.clone();
+        let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?
+            .with_events(Arc::new(events))
+            .with_gauges(Arc::new(move || trainer_gauges(&gauges)));
+        let (server, addr) = recsys_serving::start(state)
+            .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
         let cancel = CancellationToken::new();
         let trainer_task = tokio::spawn(trainer.run(cancel.clone()));
         Ok(Self {
@@ -121,9 +124,12 @@ impl Pipeline {
     /// Waits until the serving catalog holds every item of `model` with exactly the
     /// model's vector, and a popular list (both have come through their topics), or
     /// `timeout` passes.
-    pub async fn wait_for_catalog(&self, model: &MfModel, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_for_catalog(&self, model: &Model, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let items = model.item_ids();
+        let rows: Vec<u32> = (0..items.len() as u32).collect();
+        let vectors = model.item_vectors(&rows)?;
+        let d = model.dim();
         let current = |c: &recsys_serving::Catalog| -> usize {
             let Some(index) = c.index.as_ref() else {
                 return 0;
@@ -134,7 +140,8 @@ impl Pipeline {
                         .id(row)
                         .and_then(|id| c.ids.get(id))
                         .and_then(|r| index.vector(u64::from(r)));
-                    got == Some(model.item_vector_by_row(row))
+                    let r = row as usize;
+                    got == Some(&vectors[r * d..(r + 1) * d])
                 })
                 .count()
         };
@@ -184,7 +191,7 @@ impl Pipeline {
 
     /// Stops the trainer (it trains what it buffered and publishes) and returns its model;
     /// the server keeps answering.
-    pub async fn stop_trainer(&mut self) -> anyhow::Result<MfModel> {
+    pub async fn stop_trainer(&mut self) -> anyhow::Result<Model> {
         self.cancel.cancel();
         let task = self.trainer.take().context("trainer already stopped")?;
         Ok(task.await.context("trainer task")??)
@@ -215,4 +222,46 @@ impl Pipeline {
         self.follower.await??;
         Ok(())
     }
+}
+
+/// The trainer's figures as gauges for the all-in-one `/metrics`.
+pub fn trainer_gauges(s: &TrainerStats) -> Vec<(&'static str, &'static str, f64)> {
+    let (hr, ndcg) = s.prequential();
+    vec![
+        (
+            "recsys_trainer_events_trained",
+            "Events trained on since start.",
+            s.events_trained.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_trainer_events_dead_lettered",
+            "Malformed events sent to the dead-letter topic.",
+            s.events_rejected.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_trainer_batches_skipped",
+            "Batches skipped for a non-finite loss.",
+            s.batches_skipped.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_trainer_events_per_second",
+            "Events per second of training-step time.",
+            s.train_events_per_s(),
+        ),
+        (
+            "recsys_trainer_prequential_hit_rate_at_10",
+            "Prequential HitRate@10 over the sliding window.",
+            hr,
+        ),
+        (
+            "recsys_trainer_prequential_ndcg_at_10",
+            "Prequential NDCG@10 over the sliding window.",
+            ndcg,
+        ),
+        (
+            "recsys_trainer_prequential_scored",
+            "Events ranked by the prequential evaluation since start.",
+            s.prequential_scored.load(Ordering::Relaxed) as f64,
+        ),
+    ]
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use recsys_engine::device::Backend;
 use recsys_engine::index::IndexConfig;
-use recsys_engine::mf::MfConfig;
+use recsys_engine::model::ModelConfig;
 use recsys_serving::ServingConfig;
 use recsys_trainer::TrainerConfig;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "RECSYS__";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub model: MfConfig,
+    pub model: ModelConfig,
     pub compute: ComputeConfig,
     pub index: IndexConfig,
     pub trainer: TrainerConfig,
@@ -144,14 +144,14 @@ mod tests {
     #[test]
     fn defaults_file_then_env() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(f, "[trainer]\nbatch_size = 256\n[model]\ndim = 32").unwrap();
+        writeln!(f, "[trainer]\nbatch_size = 256\n[model.mf]\ndim = 32").unwrap();
         let cfg = Config::load(
             Some(f.path()),
             env(&[("RECSYS__TRAINER__BATCH_SIZE", "512"), ("OTHER", "x")]),
         )
         .unwrap();
         assert_eq!(cfg.trainer.batch_size, 512);
-        assert_eq!(cfg.model.dim, 32);
+        assert_eq!(cfg.model.mf.dim, 32);
         assert_eq!(cfg.serving.max_k, ServingConfig::default().max_k);
     }
 
@@ -177,7 +177,7 @@ mod tests {
     fn invalid_value_is_named() {
         let err = Config::load(None, env(&[("RECSYS__SERVING__MAX_K", "0")])).unwrap_err();
         assert!(format!("{err:#}").contains("serving.max_k"), "{err:#}");
-        let err = Config::load(None, env(&[("RECSYS__MODEL__DIM", "many")])).unwrap_err();
+        let err = Config::load(None, env(&[("RECSYS__MODEL__MF__DIM", "many")])).unwrap_err();
         assert!(format!("{err:#}").contains("dim"), "{err:#}");
     }
 

@@ -57,6 +57,10 @@ pub struct DemoReport {
     pub events_rejected: u64,
     /// Events per second of training-step time.
     pub train_events_per_s: f64,
+    /// Prequential HitRate@10 / NDCG@10 over the trainer's last scored events (each
+    /// ranked against all items before the model trained on it).
+    pub prequential_hr_at_10: f64,
+    pub prequential_ndcg_at_10: f64,
     /// Events per second from the first consumed message to the last trained batch.
     pub ingest_events_per_s: f64,
     pub recall_at_10: f64,
@@ -126,10 +130,17 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let trained = stats.events_trained.load(Ordering::Relaxed);
     eprintln!(
         "trained {trained} events in {ingest_secs:.2}s wall ({:.0} events/s in training steps); \
-         {} rejected to the dead-letter topic; last batch loss {:.3}",
+         {} rejected to the dead-letter topic; last batch loss {:.3}; prequential \
+         HR@10 {:.3}, NDCG@10 {:.3} over the last {} ranked events",
         stats.train_events_per_s(),
         stats.events_rejected.load(Ordering::Relaxed),
-        stats.last_loss()
+        stats.last_loss(),
+        stats.prequential().0,
+        stats.prequential().1,
+        stats
+            .prequential_scored
+            .load(Ordering::Relaxed)
+            .min(cfg.trainer.prequential_window as u64)
     );
     let addr = pipeline.addr;
 
@@ -146,7 +157,10 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let mut lat = eval.latencies_ms.clone();
     lat.sort_by(f64::total_cmp);
+    let (prequential_hr_at_10, prequential_ndcg_at_10) = stats.prequential();
     Ok(DemoReport {
+        prequential_hr_at_10,
+        prequential_ndcg_at_10,
         events: trained,
         events_rejected: stats.events_rejected.load(Ordering::Relaxed),
         train_events_per_s: stats.train_events_per_s(),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod embedded;
+pub mod eval;
 pub mod http;
 pub mod redis_server;
 pub mod run;

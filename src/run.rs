@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use recsys_engine::device::autodiff_device;
-use recsys_engine::mf::MfModel;
+use recsys_engine::model::Model;
 use recsys_serving::{
     AppState, CatalogHolder, ItemFollower, KafkaEventSink, RedisUserVectorStore, UserVectorStore,
 };
@@ -92,7 +92,7 @@ pub async fn train(cfg: Config) -> anyhow::Result<()> {
         &cfg.trainer.item_vectors_topic,
         &cfg.trainer.popular_topic,
     )?;
-    let model = MfModel::new(cfg.model.clone(), autodiff_device(cfg.compute.backend)?)?;
+    let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
     let trainer = OnlineTrainer::new(cfg.trainer.clone(), model, writer, Arc::new(items))?
         .with_index_config(cfg.index.clone());
     let cancel = CancellationToken::new();

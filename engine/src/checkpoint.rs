@@ -1,5 +1,6 @@
 //! Trainer checkpoints: the whole model state (id maps, tables, Adagrad state, the logQ
-//! frequency estimate, the config) together with the stream position it reflects (next
+//! frequency estimate, the config; for the two-tower model also the category table, user
+//! histories, item features, the MLP weights and Adam's state) together with the stream position it reflects (next
 //! offset per partition, and how many events of each partition were applied and
 //! dead-lettered), in one file written atomically: temporary file, fsync, rename,
 //! directory fsync. The newest `keep` are kept. A restored model continues bit-exactly.
@@ -18,8 +19,11 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::bytes::Reader;
+use crate::loss::ItemFrequency;
 use crate::mf::{MfConfig, MfModel, MfParts};
+use crate::model::{Model, ModelKind};
 use crate::table::TableParts;
+use crate::two_tower::{MAX_CATEGORIES, TwoTowerConfig, TwoTowerModel, TwoTowerParts};
 use crate::{EngineError, Result};
 
 const MAGIC: &[u8; 8] = b"RSCKPT01";
@@ -43,7 +47,12 @@ pub struct CheckpointMeta {
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
     meta: CheckpointMeta,
+    #[serde(default)]
+    kind: ModelKind,
+    /// MF's settings (the defaults for a two-tower checkpoint).
     cfg: MfConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tower: Option<TowerHeader>,
     users: usize,
     items: usize,
     user_seed: u64,
@@ -52,6 +61,20 @@ struct Header {
     item_init: f32,
     counts: usize,
     total_count: f64,
+    #[serde(default)]
+    steps: u64,
+}
+
+/// What a two-tower checkpoint adds: its config, the category table and the sizes of
+/// the MLP tensors and the optimizer state.
+#[derive(Debug, Serialize, Deserialize)]
+struct TowerHeader {
+    cfg: TwoTowerConfig,
+    categories: usize,
+    category_seed: u64,
+    category_init: f32,
+    dense: Vec<usize>,
+    optimizer: usize,
 }
 
 fn io(path: &Path, e: std::io::Error) -> EngineError {
@@ -104,42 +127,102 @@ fn put_f32(out: &mut Vec<u8>, xs: &[f32]) {
     }
 }
 
-/// Writes a checkpoint of `model` at `meta` into `dir` and keeps the newest `keep`.
-pub fn write(dir: &Path, model: &MfModel, meta: &CheckpointMeta, keep: usize) -> Result<PathBuf> {
-    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let p = model.to_parts();
-    let header = Header {
-        meta: meta.clone(),
-        cfg: p.cfg.clone(),
-        users: p.user_ids.len(),
-        items: p.item_ids.len(),
-        user_seed: p.users.seed,
-        item_seed: p.items.seed,
-        user_init: p.users.init_scale,
-        item_init: p.items.init_scale,
-        counts: p.item_counts.len(),
-        total_count: p.total_count,
+fn put_table(out: &mut Vec<u8>, t: &TableParts) {
+    put_f32(out, &t.data);
+    put_f32(out, &t.accum);
+}
+
+/// Serialises a model: the JSON header, then the ids, tables and counts.
+fn encode(model: &Model, meta: &CheckpointMeta) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    let header = match model {
+        Model::Mf(m) => {
+            let p = m.to_parts();
+            put_ids(&mut body, &p.user_ids);
+            put_ids(&mut body, &p.item_ids);
+            put_table(&mut body, &p.users);
+            put_table(&mut body, &p.items);
+            for c in &p.item_counts {
+                body.extend_from_slice(&c.to_le_bytes());
+            }
+            put_seen(&mut body, &p.user_seen, &p.item_seen);
+            Header {
+                meta: meta.clone(),
+                kind: ModelKind::Mf,
+                cfg: p.cfg.clone(),
+                tower: None,
+                users: p.user_ids.len(),
+                items: p.item_ids.len(),
+                user_seed: p.users.seed,
+                item_seed: p.items.seed,
+                user_init: p.users.init_scale,
+                item_init: p.items.init_scale,
+                counts: p.item_counts.len(),
+                total_count: p.total_count,
+                steps: p.steps,
+            }
+        }
+        Model::TwoTower(m) => {
+            let p = m.to_parts()?;
+            put_ids(&mut body, &p.user_ids);
+            put_ids(&mut body, &p.item_ids);
+            put_ids(&mut body, &p.category_ids);
+            put_table(&mut body, &p.users);
+            put_table(&mut body, &p.items);
+            put_table(&mut body, &p.categories);
+            for x in p.history.iter().chain(&p.item_categories) {
+                body.extend_from_slice(&x.to_le_bytes());
+            }
+            body.extend_from_slice(&p.history_next);
+            for t in &p.dense {
+                put_f32(&mut body, t);
+            }
+            body.extend_from_slice(&p.optimizer);
+            for c in &p.freq.counts {
+                body.extend_from_slice(&c.to_le_bytes());
+            }
+            put_seen(&mut body, &p.user_seen, &p.item_seen);
+            Header {
+                meta: meta.clone(),
+                kind: ModelKind::TwoTower,
+                cfg: MfConfig::default(),
+                tower: Some(TowerHeader {
+                    cfg: p.cfg.clone(),
+                    categories: p.category_ids.len(),
+                    category_seed: p.categories.seed,
+                    category_init: p.categories.init_scale,
+                    dense: p.dense.iter().map(Vec::len).collect(),
+                    optimizer: p.optimizer.len(),
+                }),
+                users: p.user_ids.len(),
+                items: p.item_ids.len(),
+                user_seed: p.users.seed,
+                item_seed: p.items.seed,
+                user_init: p.users.init_scale,
+                item_init: p.items.init_scale,
+                counts: p.freq.counts.len(),
+                total_count: p.freq.total,
+                steps: p.steps,
+            }
+        }
     };
     let json = serde_json::to_vec(&header)
         .map_err(|e| EngineError::Snapshot(format!("checkpoint header: {e}")))?;
-    let mut out = Vec::with_capacity(
-        64 + json.len() + 4 * (p.users.data.len() + p.items.data.len()) + 8 * p.item_counts.len(),
-    );
+    out.reserve(64 + json.len() + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    put_ids(&mut out, &p.user_ids);
-    put_ids(&mut out, &p.item_ids);
-    for t in [&p.users, &p.items] {
-        put_f32(&mut out, &t.data);
-        put_f32(&mut out, &t.accum);
-    }
-    for c in &p.item_counts {
-        out.extend_from_slice(&c.to_le_bytes());
-    }
+    out.extend_from_slice(&body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
 
+/// Writes a checkpoint of `model` at `meta` into `dir` and keeps the newest `keep`.
+pub fn write(dir: &Path, model: &Model, meta: &CheckpointMeta, keep: usize) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let out = encode(model, meta)?;
     let seq = list(dir)?.first().map_or(0, |s| s.0 + 1);
     let tmp = dir.join(format!("{}.tmp", name(seq)));
     let dest = dir.join(name(seq));
@@ -161,7 +244,7 @@ pub fn write(dir: &Path, model: &MfModel, meta: &CheckpointMeta, keep: usize) ->
 }
 
 /// Reads and checks one checkpoint; the model trains on `device`.
-pub fn load(path: &Path, device: Device) -> Result<(MfModel, CheckpointMeta)> {
+pub fn load(path: &Path, device: Device) -> Result<(Model, CheckpointMeta)> {
     let bytes = fs::read(path).map_err(|e| io(path, e))?;
     if bytes.len() < MAGIC.len() + 8 + 4 || &bytes[..8] != MAGIC {
         return Err(bad(path, "not a checkpoint (bad magic or too short)"));
@@ -178,45 +261,131 @@ pub fn load(path: &Path, device: Device) -> Result<(MfModel, CheckpointMeta)> {
     let mut r = Reader::new(body, 8, path);
     let len = r.u64()? as usize;
     let header: Header = serde_json::from_slice(r.take(len)?).map_err(|e| bad(path, e))?;
-    let dim = header.cfg.dim;
+    let overflow = || bad(path, "size overflow");
     let user_ids = r.strings(header.users)?;
     let item_ids = r.strings(header.items)?;
+    let tower = match (&header.kind, &header.tower) {
+        (ModelKind::Mf, _) => None,
+        (ModelKind::TwoTower, Some(t)) => Some(t),
+        (ModelKind::TwoTower, None) => {
+            return Err(bad(path, "two-tower checkpoint without its header"));
+        }
+    };
+    let category_ids = match tower {
+        Some(t) => r.strings(t.categories)?,
+        None => Vec::new(),
+    };
+    let dim = tower.map_or(header.cfg.dim, |t| t.cfg.dim);
     let mut table = |rows: usize, init_scale: f32, seed: u64| -> Result<TableParts> {
         Ok(TableParts {
             dim,
             init_scale,
             seed,
-            data: r.f32s(
-                rows.checked_mul(dim)
-                    .ok_or_else(|| bad(path, "size overflow"))?,
-            )?,
+            data: r.f32s(rows.checked_mul(dim).ok_or_else(overflow)?)?,
             accum: r.f32s(rows)?,
         })
     };
     let users = table(header.users, header.user_init, header.user_seed)?;
     let items = table(header.items, header.item_init, header.item_seed)?;
-    let item_counts = r
-        .take(header.counts * 8)?
+    let model = match tower {
+        None => {
+            let item_counts = f64s(&mut r, header.counts)?;
+            let (user_seen, item_seen) = (u32s(&mut r, header.users)?, u32s(&mut r, header.items)?);
+            if !r.done() {
+                return Err(bad(path, "trailing bytes"));
+            }
+            Model::Mf(
+                MfModel::from_parts(
+                    MfParts {
+                        cfg: header.cfg,
+                        user_ids,
+                        item_ids,
+                        users,
+                        items,
+                        item_counts,
+                        total_count: header.total_count,
+                        steps: header.steps,
+                        user_seen,
+                        item_seen,
+                    },
+                    device,
+                )
+                .map_err(|e| bad(path, e))?,
+            )
+        }
+        Some(t) => {
+            let categories = table(t.categories, t.category_init, t.category_seed)?;
+            let n = t.cfg.history_len;
+            let history = u32s(&mut r, header.users.checked_mul(n).ok_or_else(overflow)?)?;
+            let item_categories = u32s(
+                &mut r,
+                header
+                    .items
+                    .checked_mul(MAX_CATEGORIES)
+                    .ok_or_else(overflow)?,
+            )?;
+            let history_next = r.take(header.users)?.to_vec();
+            let mut dense = Vec::with_capacity(t.dense.len());
+            for &len in &t.dense {
+                dense.push(r.f32s(len)?);
+            }
+            let optimizer = r.take(t.optimizer)?.to_vec();
+            let counts = f64s(&mut r, header.counts)?;
+            let (user_seen, item_seen) = (u32s(&mut r, header.users)?, u32s(&mut r, header.items)?);
+            if !r.done() {
+                return Err(bad(path, "trailing bytes"));
+            }
+            Model::TwoTower(
+                TwoTowerModel::from_parts(
+                    TwoTowerParts {
+                        cfg: t.cfg.clone(),
+                        user_ids,
+                        item_ids,
+                        category_ids,
+                        users,
+                        items,
+                        categories,
+                        history,
+                        history_next,
+                        item_categories,
+                        dense,
+                        optimizer,
+                        freq: ItemFrequency {
+                            counts,
+                            total: header.total_count,
+                        },
+                        steps: header.steps,
+                        user_seen,
+                        item_seen,
+                    },
+                    device,
+                )
+                .map_err(|e| bad(path, e))?,
+            )
+        }
+    };
+    Ok((model, header.meta))
+}
+
+/// Last-seen times: one per user row, then one per item row.
+fn put_seen(out: &mut Vec<u8>, users: &[u32], items: &[u32]) {
+    for x in users.iter().chain(items) {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn u32s(r: &mut Reader<'_>, n: usize) -> Result<Vec<u32>> {
+    Ok(r.take(n.saturating_mul(4))?
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+        .collect())
+}
+
+fn f64s(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>> {
+    Ok(r.take(n.saturating_mul(8))?
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect();
-    if !r.done() {
-        return Err(bad(path, "trailing bytes"));
-    }
-    let model = MfModel::from_parts(
-        MfParts {
-            cfg: header.cfg,
-            user_ids,
-            item_ids,
-            users,
-            items,
-            item_counts,
-            total_count: header.total_count,
-        },
-        device,
-    )
-    .map_err(|e| bad(path, e))?;
-    Ok((model, header.meta))
+        .collect())
 }
 
 /// The newest checkpoint under `dir` that loads; rejected ones are logged with the
@@ -224,7 +393,7 @@ pub fn load(path: &Path, device: Device) -> Result<(MfModel, CheckpointMeta)> {
 pub fn load_latest(
     dir: &Path,
     device: &Device,
-) -> Result<Option<(MfModel, CheckpointMeta, PathBuf)>> {
+) -> Result<Option<(Model, CheckpointMeta, PathBuf)>> {
     for (_, path) in list(dir)? {
         match load(&path, device.clone()) {
             Ok((model, meta)) => return Ok(Some((model, meta, path))),
@@ -240,7 +409,7 @@ mod tests {
     use crate::device::cpu_autodiff_device;
     use crate::synth::SynthConfig;
 
-    fn trained(events: &[recsys_schemas::Event]) -> MfModel {
+    fn trained(events: &[recsys_schemas::Event]) -> Model {
         let cfg = MfConfig {
             dim: 8,
             logq_correction: true,
@@ -250,7 +419,20 @@ mod tests {
         for batch in events.chunks(256) {
             m.train_events(batch).unwrap();
         }
-        m
+        Model::Mf(m)
+    }
+
+    fn parts(m: &Model) -> String {
+        // Both kinds' parts compare through their Debug form (f32 bits included).
+        match m {
+            Model::Mf(m) => format!("{:?}", m.to_parts()),
+            Model::TwoTower(m) => {
+                // burn writes Adam's state in map order: equal states, different bytes.
+                let mut p = m.to_parts().unwrap();
+                p.optimizer.clear();
+                format!("{p:?}")
+            }
+        }
     }
 
     fn meta() -> CheckpointMeta {
@@ -282,14 +464,54 @@ mod tests {
         let path = write(dir.path(), &original, &meta(), 3).unwrap();
         let (mut restored, m) = load(&path, cpu_autodiff_device()).unwrap();
         assert_eq!(m, meta());
-        assert_eq!(restored.to_parts(), original.to_parts());
+        assert_eq!(parts(&restored), parts(&original));
         // The same next batches, new users and items included, give the same model.
         for batch in rest.chunks(256) {
             let a = original.train_events(batch).unwrap();
             let b = restored.train_events(batch).unwrap();
             assert_eq!(a.0.loss.to_bits(), b.0.loss.to_bits());
         }
-        assert_eq!(restored.to_parts(), original.to_parts());
+        assert_eq!(parts(&restored), parts(&original));
+    }
+
+    #[test]
+    fn two_tower_round_trip_is_bit_exact() {
+        let data = SynthConfig {
+            users: 100,
+            items: 60,
+            events: 1_500,
+            clusters: 4,
+            seed: 9,
+            ..SynthConfig::default()
+        }
+        .generate()
+        .unwrap();
+        let cfg = TwoTowerConfig {
+            dim: 8,
+            hidden: 16,
+            history_len: 4,
+            logq_correction: true,
+            negatives: 8,
+            ..TwoTowerConfig::default()
+        };
+        let mut m = TwoTowerModel::new(cfg, cpu_autodiff_device()).unwrap();
+        m.set_item_categories("i1", &["a".into(), "b".into()]);
+        let (first, rest) = data.train.split_at(1_000);
+        for batch in first.chunks(128) {
+            m.train_events(batch).unwrap();
+        }
+        let mut original = Model::TwoTower(m);
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &original, &meta(), 3).unwrap();
+        let (mut restored, _) = load(&path, cpu_autodiff_device()).unwrap();
+        assert_eq!(restored.kind(), ModelKind::TwoTower);
+        assert_eq!(parts(&restored), parts(&original));
+        for batch in rest.chunks(128) {
+            let a = original.train_events(batch).unwrap();
+            let b = restored.train_events(batch).unwrap();
+            assert_eq!(a.0.loss.to_bits(), b.0.loss.to_bits());
+        }
+        assert_eq!(parts(&restored), parts(&original));
     }
 
     #[test]

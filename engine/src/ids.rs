@@ -1,13 +1,18 @@
-//! String id → dense row maps. Rows are handed out in arrival order and never move, so a
-//! row number is a stable key into the embedding tables and the FAISS index.
+//! String id → dense row maps. Rows are handed out in arrival order and never move while
+//! their id lives, so a row number is a stable key into the embedding tables and the
+//! FAISS index. An expired id frees its row; the smallest free row is reused first, so a
+//! map rebuilt from its ids (free rows are empty strings) hands out the same rows.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// Bidirectional map between external string ids and dense `u32` rows.
 #[derive(Debug, Default, Clone)]
 pub struct IdMap {
     rows: HashMap<String, u32>,
+    /// Id of each row; empty for a free row.
     ids: Vec<String>,
+    free: BinaryHeap<Reverse<u32>>,
 }
 
 impl IdMap {
@@ -15,37 +20,65 @@ impl IdMap {
         Self::default()
     }
 
-    /// A map whose rows are the positions in `ids`; fails on a duplicate id.
+    /// A map whose rows are the positions in `ids` (an empty string is a free row);
+    /// fails on a duplicate id.
     pub fn from_ids(ids: Vec<String>) -> Result<Self, String> {
         let mut rows = HashMap::with_capacity(ids.len());
+        let mut free = BinaryHeap::new();
         for (row, id) in ids.iter().enumerate() {
             let row = u32::try_from(row).map_err(|_| "more than u32::MAX ids".to_owned())?;
-            if rows.insert(id.clone(), row).is_some() {
+            if id.is_empty() {
+                free.push(Reverse(row));
+            } else if rows.insert(id.clone(), row).is_some() {
                 return Err(format!("duplicate id {id:?}"));
             }
         }
-        Ok(Self { rows, ids })
+        Ok(Self { rows, ids, free })
     }
 
-    /// Row of `id`, assigning the next free row if it is new.
+    /// Row of `id`, assigning the smallest free row (or a new one) if it is new.
     pub fn get_or_insert(&mut self, id: &str) -> u32 {
         if let Some(&row) = self.rows.get(id) {
             return row;
         }
-        let row = u32::try_from(self.ids.len()).expect("more than u32::MAX ids");
+        let row = if let Some(Reverse(row)) = self.free.pop() {
+            self.ids[row as usize] = id.to_owned();
+            row
+        } else {
+            let row = u32::try_from(self.ids.len()).expect("more than u32::MAX ids");
+            self.ids.push(id.to_owned());
+            row
+        };
         self.rows.insert(id.to_owned(), row);
-        self.ids.push(id.to_owned());
         row
+    }
+
+    /// Forgets `id` and frees its row for reuse.
+    pub fn remove(&mut self, id: &str) -> Option<u32> {
+        let row = self.rows.remove(id)?;
+        self.ids[row as usize] = String::new();
+        self.free.push(Reverse(row));
+        Some(row)
+    }
+
+    /// Ids that currently hold a row.
+    pub fn live(&self) -> usize {
+        self.rows.len()
     }
 
     pub fn get(&self, id: &str) -> Option<u32> {
         self.rows.get(id).copied()
     }
 
+    /// Id of `row`; `None` for a free or unknown row.
     pub fn id(&self, row: u32) -> Option<&str> {
-        self.ids.get(row as usize).map(String::as_str)
+        self.ids
+            .get(row as usize)
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
     }
 
+    /// Rows handed out, free ones included (the size of the tables).
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -54,10 +87,102 @@ impl IdMap {
         self.ids.is_empty()
     }
 
-    /// Ids in row order.
+    /// Ids in row order; a free row is an empty string.
     pub fn ids(&self) -> &[String] {
         &self.ids
     }
+}
+
+/// Ids expired by one pass, with the rows they freed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expired {
+    pub users: Vec<(u32, String)>,
+    pub items: Vec<(u32, String)>,
+}
+
+impl Expired {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.items.is_empty()
+    }
+}
+
+/// Minimum-count admission: an id unknown to the model gets a row only once it has
+/// appeared `min_count` times. Counts of ids not yet admitted are kept for at most
+/// `max_pending` ids; beyond that the oldest half of the pending counts is dropped (a
+/// long tail of one-off ids cannot grow memory without bound).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    min_count: u32,
+    max_pending: usize,
+    pending: HashMap<String, (u32, u64)>,
+    clock: u64,
+}
+
+impl Admission {
+    pub fn new(min_count: u32, max_pending: usize) -> Self {
+        Self {
+            min_count: min_count.max(1),
+            max_pending: max_pending.max(1),
+            pending: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// Counts one appearance of `id`; true when it is (now) admitted. `known` ids (ones
+    /// the model already has a row for) are always admitted.
+    pub fn admit(&mut self, id: &str, known: bool) -> bool {
+        if known || self.min_count <= 1 {
+            return true;
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.pending.entry(id.to_owned()).or_insert((0, clock));
+        entry.0 += 1;
+        entry.1 = clock;
+        if entry.0 >= self.min_count {
+            self.pending.remove(id);
+            return true;
+        }
+        if self.pending.len() > self.max_pending {
+            let mut ages: Vec<u64> = self.pending.values().map(|v| v.1).collect();
+            let mid = ages.len() / 2;
+            let (_, &mut cut, _) = ages.select_nth_unstable(mid);
+            self.pending.retain(|_, v| v.1 >= cut);
+        }
+        false
+    }
+
+    /// Ids waiting for admission.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Seconds since the epoch of an event timestamp in milliseconds, for last-seen times.
+pub fn seen_secs(ts_ms: i64) -> u32 {
+    (ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Records that `row` was seen at `ts_ms`.
+pub fn touch(seen: &mut Vec<u32>, row: u32, ts_ms: i64) {
+    let r = row as usize;
+    if r >= seen.len() {
+        seen.resize(r + 1, 0);
+    }
+    seen[r] = seen[r].max(seen_secs(ts_ms));
+}
+
+/// Removes every live id of `map` last seen before `cutoff_ms`; returns the freed rows.
+pub fn expire(map: &mut IdMap, seen: &[u32], cutoff_ms: i64) -> Vec<(u32, String)> {
+    let cutoff = seen_secs(cutoff_ms);
+    let stale: Vec<(u32, String)> = (0..map.len() as u32)
+        .filter(|&r| seen.get(r as usize).copied().unwrap_or(0) < cutoff)
+        .filter_map(|r| Some((r, map.id(r)?.to_owned())))
+        .collect();
+    for (_, id) in &stale {
+        map.remove(id);
+    }
+    stale
 }
 
 #[cfg(test)]
@@ -75,5 +200,53 @@ mod tests {
         assert_eq!(m.get("zzz"), None);
         assert_eq!(m.id(1), Some("a"));
         assert_eq!(m.id(2), None);
+    }
+
+    #[test]
+    fn admission_waits_for_min_count_and_bounds_pending() {
+        let mut a = Admission::new(3, 4);
+        assert!(!a.admit("x", false));
+        assert!(!a.admit("x", false));
+        assert!(a.admit("x", false), "third sighting admits");
+        assert!(a.admit("y", true), "known ids pass");
+        for k in 0..10 {
+            a.admit(&format!("tail-{k}"), false);
+        }
+        assert!(a.pending() <= 5, "{}", a.pending());
+        assert!(Admission::new(1, 1).admit("z", false));
+    }
+
+    #[test]
+    fn expiry_frees_rows_seen_before_the_cutoff() {
+        let mut m = IdMap::new();
+        let mut seen = Vec::new();
+        for (id, ts) in [("old", 1_000), ("new", 9_000), ("mid", 5_000)] {
+            let r = m.get_or_insert(id);
+            touch(&mut seen, r, ts);
+        }
+        let gone = expire(&mut m, &seen, 5_000);
+        assert_eq!(gone, vec![(0, "old".to_owned())]);
+        assert_eq!(m.get("old"), None);
+        assert_eq!(m.get_or_insert("fresh"), 0, "the freed row is reused");
+    }
+
+    #[test]
+    fn removed_rows_are_reused_smallest_first_and_survive_a_rebuild() {
+        let mut m = IdMap::new();
+        for id in ["a", "b", "c", "d"] {
+            m.get_or_insert(id);
+        }
+        assert_eq!(m.remove("c"), Some(2));
+        assert_eq!(m.remove("a"), Some(0));
+        assert_eq!(m.remove("a"), None);
+        assert_eq!((m.len(), m.live()), (4, 2));
+        assert_eq!(m.id(0), None);
+        let mut rebuilt = IdMap::from_ids(m.ids().to_vec()).unwrap();
+        for map in [&mut m, &mut rebuilt] {
+            assert_eq!(map.get_or_insert("x"), 0);
+            assert_eq!(map.get_or_insert("y"), 2);
+            assert_eq!(map.get_or_insert("z"), 4);
+        }
+        assert_eq!(m.ids(), rebuilt.ids());
     }
 }

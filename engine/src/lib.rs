@@ -5,15 +5,19 @@
 mod bytes;
 pub mod checkpoint;
 pub mod device;
+pub mod eval;
 pub mod ids;
 pub mod index;
+pub mod loss;
 pub mod metrics;
 pub mod mf;
+pub mod model;
 pub mod popularity;
 pub mod snapshot;
 pub mod store;
 pub mod synth;
 pub mod table;
+pub mod two_tower;
 
 /// Errors of the engine. None of them is retryable by repeating the same call.
 #[derive(Debug, thiserror::Error)]

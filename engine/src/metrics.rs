@@ -44,6 +44,83 @@ impl Mean {
     }
 }
 
+/// Prequential (test-then-train) HitRate@k and NDCG@k over a sliding window of the last
+/// `window` scored events (DESIGN §5, streaming).
+#[derive(Debug, Clone)]
+pub struct Prequential {
+    k: usize,
+    window: usize,
+    recent: std::collections::VecDeque<(f64, f64)>,
+    sum_hr: f64,
+    sum_ndcg: f64,
+    scored: u64,
+}
+
+impl Prequential {
+    pub fn new(k: usize, window: usize) -> Self {
+        Self {
+            k,
+            window: window.max(1),
+            recent: std::collections::VecDeque::with_capacity(window.max(1)),
+            sum_hr: 0.0,
+            sum_ndcg: 0.0,
+            scored: 0,
+        }
+    }
+
+    /// Adds one scored event: the 0-based rank of its item among all items, or `None`
+    /// when the model could not rank it (a new user or item: a miss).
+    pub fn push(&mut self, rank: Option<usize>) {
+        let (hr, ndcg) = match rank {
+            Some(r) if r < self.k => (1.0, 1.0 / ((r + 2) as f64).log2()),
+            _ => (0.0, 0.0),
+        };
+        if self.recent.len() == self.window
+            && let Some((h, n)) = self.recent.pop_front()
+        {
+            self.sum_hr -= h;
+            self.sum_ndcg -= n;
+        }
+        self.recent.push_back((hr, ndcg));
+        self.sum_hr += hr;
+        self.sum_ndcg += ndcg;
+        self.scored += 1;
+    }
+
+    /// HitRate@k over the window.
+    pub fn hit_rate(&self) -> f64 {
+        if self.recent.is_empty() {
+            0.0
+        } else {
+            (self.sum_hr / self.recent.len() as f64).clamp(0.0, 1.0)
+        }
+    }
+
+    /// NDCG@k over the window.
+    pub fn ndcg(&self) -> f64 {
+        if self.recent.is_empty() {
+            0.0
+        } else {
+            (self.sum_ndcg / self.recent.len() as f64).clamp(0.0, 1.0)
+        }
+    }
+
+    /// Events scored since the start.
+    pub fn scored(&self) -> u64 {
+        self.scored
+    }
+}
+
+/// 0-based rank of `target` among `items` (row-major, `dim` wide) by dot product with
+/// `query`: the items scoring strictly higher.
+pub fn rank_of(query: &[f32], items: &[f32], dim: usize, target: usize) -> usize {
+    let t = crate::mf::dot(query, &items[target * dim..(target + 1) * dim]);
+    items
+        .chunks_exact(dim)
+        .filter(|v| crate::mf::dot(query, v) > t)
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +136,27 @@ mod tests {
         m.push(1.0);
         m.push(0.0);
         assert_eq!(m.value(), 0.5);
+    }
+
+    #[test]
+    fn prequential_window_forgets_old_events() {
+        let mut p = Prequential::new(10, 2);
+        p.push(Some(0));
+        assert_eq!((p.hit_rate(), p.ndcg()), (1.0, 1.0));
+        p.push(None);
+        assert_eq!(p.hit_rate(), 0.5);
+        p.push(Some(20)); // the hit falls out of the window
+        assert_eq!(p.hit_rate(), 0.0);
+        p.push(Some(1));
+        assert!((p.ndcg() - 0.5 / 3f64.log2()).abs() < 1e-12);
+        assert_eq!(p.scored(), 4);
+    }
+
+    #[test]
+    fn rank_counts_strictly_better_items() {
+        let items = [1.0, 0.0, 0.0, 1.0, 2.0, 0.0];
+        assert_eq!(rank_of(&[1.0, 0.0], &items, 2, 0), 1);
+        assert_eq!(rank_of(&[1.0, 0.0], &items, 2, 2), 0);
+        assert_eq!(rank_of(&[0.0, 1.0], &items, 2, 2), 1);
     }
 }

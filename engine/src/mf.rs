@@ -6,15 +6,14 @@
 //! on burn, take the leaves' gradients from `backward()`, apply row-wise Adagrad to
 //! exactly those rows. Nothing is O(catalog) per step.
 
-use std::collections::HashMap;
-
-use burn::tensor::{Device, Int, Tensor, TensorData, activation::log_softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use recsys_schemas::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     EngineError, Result,
-    ids::IdMap,
+    ids::{self, Expired, IdMap, touch},
+    loss::{self, ItemFrequency, LossKind, Sampling, Targets, candidates, leaf_grad, unique_rows},
     table::{EmbeddingTable, TableParts},
 };
 
@@ -30,6 +29,11 @@ pub struct MfParts {
     /// Streaming item-frequency estimate (logQ).
     pub item_counts: Vec<f64>,
     pub total_count: f64,
+    /// Steps taken; seeds the step's negative sampling.
+    pub steps: u64,
+    /// Last time (seconds) each user and item row was seen, for expiry.
+    pub user_seen: Vec<u32>,
+    pub item_seen: Vec<u32>,
 }
 
 /// Hyper-parameters of the MF model. Defaults suit implicit feedback at d = 64.
@@ -49,6 +53,10 @@ pub struct MfConfig {
     /// Subtract log(item frequency) from in-batch logits (Yi et al., RecSys 2019), so
     /// popular items are not over-penalised as negatives.
     pub logq_correction: bool,
+    /// `softmax` (in-batch sampled softmax) or `bpr`.
+    pub loss: LossKind,
+    /// Softmax only: uniformly sampled negatives added to each step's in-batch items.
+    pub negatives: usize,
     pub seed: u64,
 }
 
@@ -61,6 +69,8 @@ impl Default for MfConfig {
             temperature: 1.0,
             l2: 1e-4,
             logq_correction: false,
+            loss: LossKind::Softmax,
+            negatives: 0,
             seed: 17,
         }
     }
@@ -69,7 +79,7 @@ impl Default for MfConfig {
 impl MfConfig {
     /// Checks ranges; the error names the key.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, why: &str| Err(EngineError::Config(format!("model.{key}: {why}")));
+        let bad = |key: &str, why: &str| Err(EngineError::Config(format!("model.mf.{key}: {why}")));
         if self.dim == 0 || self.dim > 4096 {
             return bad("dim", "must be in 1..=4096");
         }
@@ -85,7 +95,20 @@ impl MfConfig {
         if !(self.l2 >= 0.0 && self.l2.is_finite()) {
             return bad("l2", "must be zero or positive");
         }
+        if self.negatives > 100_000 {
+            return bad("negatives", "must be at most 100000");
+        }
         Ok(())
+    }
+
+    pub(crate) fn sampling(&self) -> Sampling {
+        Sampling {
+            kind: self.loss,
+            negatives: self.negatives,
+            logq_correction: self.logq_correction,
+            temperature: self.temperature,
+            seed: self.seed.wrapping_add(2),
+        }
     }
 }
 
@@ -108,8 +131,10 @@ pub struct MfModel {
     item_ids: IdMap,
     users: EmbeddingTable,
     items: EmbeddingTable,
-    item_counts: Vec<f64>,
-    total_count: f64,
+    freq: ItemFrequency,
+    steps: u64,
+    user_seen: Vec<u32>,
+    item_seen: Vec<u32>,
 }
 
 impl MfModel {
@@ -128,8 +153,10 @@ impl MfModel {
             device,
             user_ids: IdMap::new(),
             item_ids: IdMap::new(),
-            item_counts: Vec::new(),
-            total_count: 0.0,
+            freq: ItemFrequency::default(),
+            steps: 0,
+            user_seen: Vec::new(),
+            item_seen: Vec::new(),
         })
     }
 
@@ -145,8 +172,11 @@ impl MfModel {
             item_ids: self.item_ids.ids().to_vec(),
             users: self.users.to_parts(),
             items: self.items.to_parts(),
-            item_counts: self.item_counts.clone(),
-            total_count: self.total_count,
+            item_counts: self.freq.counts.clone(),
+            total_count: self.freq.total,
+            steps: self.steps,
+            user_seen: self.user_seen.clone(),
+            item_seen: self.item_seen.clone(),
         }
     }
 
@@ -169,7 +199,11 @@ impl MfModel {
                 p.cfg.dim
             )));
         }
-        if users.rows() != p.user_ids.len() || items.rows() != p.item_ids.len() {
+        if users.rows() != p.user_ids.len()
+            || items.rows() != p.item_ids.len()
+            || p.user_seen.len() != p.user_ids.len()
+            || p.item_seen.len() != p.item_ids.len()
+        {
             return Err(bad("id maps and tables differ in length".into()));
         }
         Ok(Self {
@@ -179,8 +213,13 @@ impl MfModel {
             item_ids: IdMap::from_ids(p.item_ids).map_err(bad)?,
             users,
             items,
-            item_counts: p.item_counts,
-            total_count: p.total_count,
+            freq: ItemFrequency {
+                counts: p.item_counts,
+                total: p.total_count,
+            },
+            steps: p.steps,
+            user_seen: p.user_seen,
+            item_seen: p.item_seen,
         })
     }
 
@@ -215,7 +254,9 @@ impl MfModel {
 
     /// Bytes held by tables and optimizer state (id maps not included).
     pub fn table_bytes(&self) -> usize {
-        self.users.memory_bytes() + self.items.memory_bytes()
+        self.users.memory_bytes()
+            + self.items.memory_bytes()
+            + (self.user_seen.capacity() + self.item_seen.capacity()) * 4
     }
 
     /// Registers the batch's ids and trains one step on it. Returns the stats and the rows
@@ -225,11 +266,30 @@ impl MfModel {
         for e in events {
             let u = self.user_ids.get_or_insert(&e.user_id);
             let i = self.item_ids.get_or_insert(&e.item_id);
+            touch(&mut self.user_seen, u, e.ts);
+            touch(&mut self.item_seen, i, e.ts);
             batch.push((u, i, e.weight));
         }
         self.users.ensure_rows(self.user_ids.len());
         self.items.ensure_rows(self.item_ids.len());
+        self.user_seen.resize(self.user_ids.len(), 0);
+        self.item_seen.resize(self.item_ids.len(), 0);
         self.train_rows(&batch)
+    }
+
+    /// Expires users and items last seen before `cutoff_ms`: their ids are forgotten and
+    /// their rows (initial values, no Adagrad state, no frequency) wait for new ids.
+    pub fn expire(&mut self, cutoff_ms: i64) -> Expired {
+        let users = ids::expire(&mut self.user_ids, &self.user_seen, cutoff_ms);
+        let items = ids::expire(&mut self.item_ids, &self.item_seen, cutoff_ms);
+        for &(r, _) in &users {
+            self.users.reset_row(r);
+        }
+        for &(r, _) in &items {
+            self.items.reset_row(r);
+            self.freq.reset(r);
+        }
+        Expired { users, items }
     }
 
     /// One step on `(user row, item row, weight)` triples whose rows already exist.
@@ -241,41 +301,28 @@ impl MfModel {
             return Ok((StepStats::default(), Vec::new(), Vec::new()));
         }
         let (u_rows, u_pos) = unique_rows(batch.iter().map(|b| b.0));
-        let (i_rows, i_pos) = unique_rows(batch.iter().map(|b| b.1));
         for &(_, i, w) in batch {
-            let i = i as usize;
-            if i >= self.item_counts.len() {
-                self.item_counts.resize(i + 1, 0.0);
-            }
-            let w = f64::from(w.max(0.0));
-            self.item_counts[i] += w;
-            self.total_count += w;
+            self.freq.observe(i, w);
         }
-        let log_q: Vec<f32> = if self.cfg.logq_correction {
-            i_rows
-                .iter()
-                .map(|&i| {
-                    ((self.item_counts[i as usize] + 1.0) / (self.total_count + 1.0)).ln() as f32
-                })
-                .collect()
-        } else {
-            vec![0.0; i_rows.len()]
-        };
+        let step_no = self.steps;
+        self.steps += 1;
+        let item_rows: Vec<u32> = batch.iter().map(|b| b.1).collect();
         let weights: Vec<f32> = batch.iter().map(|b| b.2.max(0.0)).collect();
-
-        let d = self.cfg.dim;
-        let step = sampled_softmax_step(
+        let (i_rows, targets) = candidates(
+            &item_rows,
+            weights,
+            self.items.rows(),
+            &self.cfg.sampling(),
+            step_no,
+            &self.freq,
+        );
+        let step = mf_step(
             &self.device,
-            SoftmaxInputs {
-                users: self.users.gather(&u_rows),
-                items: self.items.gather(&i_rows),
-                user_pos: u_pos,
-                item_pos: i_pos,
-                weights,
-                log_q,
-                dim: d,
-                temperature: self.cfg.temperature,
-            },
+            self.users.gather(&u_rows),
+            self.items.gather(&i_rows),
+            u_pos,
+            self.cfg.dim,
+            &targets,
         )?;
         let stats = StepStats {
             events: batch.len(),
@@ -323,7 +370,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn add_l2(grads: &mut [f32], table: &EmbeddingTable, rows: &[u32], l2: f32) {
+pub(crate) fn add_l2(grads: &mut [f32], table: &EmbeddingTable, rows: &[u32], l2: f32) {
     if l2 == 0.0 {
         return;
     }
@@ -335,89 +382,43 @@ fn add_l2(grads: &mut [f32], table: &EmbeddingTable, rows: &[u32], l2: f32) {
     }
 }
 
-/// Unique rows in first-seen order, and each input's position among them.
-fn unique_rows(rows: impl Iterator<Item = u32>) -> (Vec<u32>, Vec<i64>) {
-    let mut index: HashMap<u32, i64> = HashMap::new();
-    let mut unique = Vec::new();
-    let pos = rows
-        .map(|r| {
-            *index.entry(r).or_insert_with(|| {
-                unique.push(r);
-                unique.len() as i64 - 1
-            })
-        })
-        .collect();
-    (unique, pos)
-}
-
-struct SoftmaxInputs {
-    /// `n_users × dim`, the batch's unique user rows.
-    users: Vec<f32>,
-    /// `n_items × dim`, the batch's unique item rows.
-    items: Vec<f32>,
-    /// For each event, its user's position in `users`.
-    user_pos: Vec<i64>,
-    /// For each event, its item's position in `items`.
-    item_pos: Vec<i64>,
-    weights: Vec<f32>,
-    /// log q of each unique item (zeros when logQ is off).
-    log_q: Vec<f32>,
-    dim: usize,
-    temperature: f32,
-}
-
-struct SoftmaxStep {
+struct MfStep {
     loss: f32,
     user_grads: Vec<f32>,
     item_grads: Vec<f32>,
 }
 
-/// Weighted in-batch sampled softmax: each event's user is scored against every unique
-/// item of the batch; the event's own item is the positive, the others are negatives.
-/// Scoring against unique items means a popular item appearing twice in a batch is never
-/// its own negative.
-fn sampled_softmax_step(device: &Device, x: SoftmaxInputs) -> Result<SoftmaxStep> {
-    let d = x.dim;
-    let nu = x.users.len() / d;
-    let ni = x.items.len() / d;
-    let b = x.user_pos.len();
-    let users = Tensor::<2>::from_data(TensorData::new(x.users, [nu, d]), device).require_grad();
-    let items = Tensor::<2>::from_data(TensorData::new(x.items, [ni, d]), device).require_grad();
-    let user_pos = Tensor::<1, Int>::from_data(TensorData::new(x.user_pos, [b]), device);
-    let target = Tensor::<2, Int>::from_data(TensorData::new(x.item_pos, [b, 1]), device);
-    let weights = Tensor::<2>::from_data(TensorData::new(x.weights.clone(), [b, 1]), device);
-    let log_q = Tensor::<2>::from_data(TensorData::new(x.log_q, [1, ni]), device);
-    let total_weight: f32 = x.weights.iter().sum::<f32>().max(f32::MIN_POSITIVE);
-
+/// Gathers the batch's unique user and candidate item rows into leaves that require
+/// grad, scores them with the shared loss and reads the leaves' gradients.
+fn mf_step(
+    device: &Device,
+    users: Vec<f32>,
+    items: Vec<f32>,
+    user_pos: Vec<i64>,
+    d: usize,
+    targets: &Targets,
+) -> Result<MfStep> {
+    let nu = users.len() / d;
+    let ni = items.len() / d;
+    let b = user_pos.len();
+    let users = Tensor::<2>::from_data(TensorData::new(users, [nu, d]), device).require_grad();
+    let items = Tensor::<2>::from_data(TensorData::new(items, [ni, d]), device).require_grad();
+    let user_pos = Tensor::<1, Int>::from_data(TensorData::new(user_pos, [b]), device);
     let batch_users = users.clone().select(0, user_pos);
-    let logits = batch_users
-        .matmul(items.clone().transpose())
-        .mul_scalar(1.0 / x.temperature)
-        - log_q;
-    let positive_logp = log_softmax(logits, 1).gather(1, target);
-    let loss = (positive_logp * weights)
-        .sum()
-        .neg()
-        .div_scalar(total_weight);
+    let loss = loss::loss(device, batch_users, items.clone(), targets);
     let loss_value: f32 = loss.clone().into_scalar();
     if !loss_value.is_finite() {
-        return Ok(SoftmaxStep {
+        return Ok(MfStep {
             loss: loss_value,
             user_grads: Vec::new(),
             item_grads: Vec::new(),
         });
     }
     let grads = loss.backward();
-    let read = |t: Option<Tensor<2>>| -> Result<Vec<f32>> {
-        t.ok_or_else(|| EngineError::Tensor("leaf has no gradient".into()))?
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| EngineError::Tensor(format!("{e:?}")))
-    };
-    Ok(SoftmaxStep {
+    Ok(MfStep {
         loss: loss_value,
-        user_grads: read(users.grad(&grads))?,
-        item_grads: read(items.grad(&grads))?,
+        user_grads: leaf_grad(&users, &grads)?,
+        item_grads: leaf_grad(&items, &grads)?,
     })
 }
 
@@ -456,7 +457,7 @@ mod tests {
         use crate::metrics::{Mean, recall_at_k};
         use crate::popularity::Popularity;
         use crate::synth::SynthConfig;
-        use std::collections::HashSet;
+        use std::collections::{HashMap, HashSet};
 
         let data = SynthConfig {
             users: 600,
@@ -513,19 +514,49 @@ mod tests {
     }
 
     #[test]
+    fn tables_grow_while_training_and_expired_rows_are_reset_and_reused() {
+        let mut m = MfModel::new(MfConfig::default(), cpu_autodiff_device()).unwrap();
+        let ev = |u: &str, i: &str, ts: i64| Event {
+            user_id: u.into(),
+            item_id: i.into(),
+            kind: "click".into(),
+            weight: 1.0,
+            ts,
+            event_id: None,
+        };
+        m.train_events(&[ev("old", "a", 1_000), ev("kept", "b", 50_000)])
+            .unwrap();
+        let fresh_row_0 = {
+            let cfg = MfConfig::default();
+            let mut t = EmbeddingTable::new(cfg.dim, cfg.init_scale, cfg.seed);
+            t.ensure_rows(1);
+            t.row(0).to_vec()
+        };
+        // Growth: a thousand new users in later batches, no stop.
+        let batch: Vec<Event> = (0..1000)
+            .map(|k| ev(&format!("n{k}"), "b", 60_000))
+            .collect();
+        m.train_events(&batch).unwrap();
+        assert_eq!(m.user_ids().len(), 1002);
+        let expired = m.expire(30_000);
+        assert_eq!(expired.users, vec![(0, "old".to_owned())]);
+        assert_eq!(expired.items, vec![(0, "a".to_owned())]);
+        assert_eq!(m.user_ids().get("old"), None);
+        // The row is back at its initial values (the seeded init of row 0) ...
+        assert_eq!(m.user_vector_by_row(0), fresh_row_0.as_slice());
+        // ... and the next new user gets it.
+        m.train_events(&[ev("newcomer", "b", 70_000)]).unwrap();
+        assert_eq!(m.user_ids().get("newcomer"), Some(0));
+        assert_eq!(m.user_ids().len(), 1002);
+    }
+
+    #[test]
     fn rejects_bad_config_naming_the_key() {
         let cfg = MfConfig {
             learning_rate: -1.0,
             ..MfConfig::default()
         };
         let err = MfModel::new(cfg, cpu_autodiff_device()).unwrap_err();
-        assert!(err.to_string().contains("model.learning_rate"), "{err}");
-    }
-
-    #[test]
-    fn unique_rows_keeps_first_seen_order() {
-        let (u, p) = unique_rows([5u32, 3, 5, 9].into_iter());
-        assert_eq!(u, vec![5, 3, 9]);
-        assert_eq!(p, vec![0, 1, 0, 2]);
+        assert!(err.to_string().contains("model.mf.learning_rate"), "{err}");
     }
 }

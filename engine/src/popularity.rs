@@ -66,6 +66,13 @@ impl Popularity {
             .collect()
     }
 
+    /// Forgets an item (its id expired and the row may be reused).
+    pub fn reset(&mut self, item_row: u32) {
+        if let Some(s) = self.scores.get_mut(item_row as usize) {
+            *s = 0.0;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.scores.len()
     }

@@ -60,6 +60,34 @@ pub struct SynthData {
     pub item_cluster: Vec<usize>,
     /// Liked clusters of each user with their weights, by user number.
     pub user_clusters: Vec<Vec<(usize, f64)>>,
+    pub zipf_exponent: f64,
+    pub noise: f64,
+}
+
+impl SynthData {
+    /// The generator's true probability of each item (by item number) being user `u`'s
+    /// next pick, before removing items already picked: the oracle's ranking.
+    pub fn true_scores(&self, u: usize) -> Vec<f64> {
+        let n = self.item_cluster.len();
+        let zipf = |i: usize| 1.0 / ((i + 1) as f64).powf(self.zipf_exponent);
+        let global: f64 = (0..n).map(zipf).sum();
+        let mut cluster_mass = vec![0.0; self.item_cluster.iter().max().map_or(1, |m| m + 1)];
+        for i in 0..n {
+            if let Some(m) = cluster_mass.get_mut(self.item_cluster[i]) {
+                *m += zipf(i);
+            }
+        }
+        (0..n)
+            .map(|i| {
+                let liked: f64 = self.user_clusters[u]
+                    .iter()
+                    .filter(|(c, _)| *c == self.item_cluster[i])
+                    .map(|(c, w)| w * zipf(i) / cluster_mass[*c])
+                    .sum();
+                self.noise * zipf(i) / global + (1.0 - self.noise) * liked
+            })
+            .collect()
+    }
 }
 
 pub fn user_id(u: usize) -> String {
@@ -228,6 +256,8 @@ impl SynthConfig {
         // Global time order; the sort is stable, so ties keep user order (deterministic).
         train.sort_by_key(|e| e.ts);
         Ok(SynthData {
+            zipf_exponent: self.zipf_exponent,
+            noise: self.noise,
             train,
             test,
             item_cluster,

@@ -92,18 +92,29 @@ impl EmbeddingTable {
         if n <= self.rows {
             return;
         }
-        let scale = self.init_scale;
-        self.data.reserve((n - self.rows) * self.dim);
-        for r in self.rows..n {
-            let mut rng =
-                StdRng::seed_from_u64(self.seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for _ in 0..self.dim {
-                let x: f32 = rng.random_range(-1.0..1.0);
-                self.data.push(x * scale);
-            }
-        }
+        self.data.resize(n * self.dim, 0.0);
         self.accum.resize(n, 0.0);
+        let old = self.rows;
         self.rows = n;
+        for r in old..n {
+            self.reset_row(r as u32);
+        }
+    }
+
+    /// Gives row `r` its initial values again and forgets its Adagrad state (its id
+    /// expired; the row will be reused).
+    pub fn reset_row(&mut self, r: u32) {
+        let r = r as usize;
+        if r >= self.rows {
+            return;
+        }
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for w in &mut self.data[r * self.dim..(r + 1) * self.dim] {
+            let x: f32 = rng.random_range(-1.0..1.0);
+            *w = x * self.init_scale;
+        }
+        self.accum[r] = 0.0;
     }
 
     pub fn row(&self, r: u32) -> &[f32] {

@@ -48,6 +48,91 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(event_schema(), columns)
 }
 
+/// Reads events back from a record batch. Columns are found by name, so files with
+/// extra columns or another column order are accepted; `user_id` and `item_id` are
+/// required, `kind`, `weight`, `ts` (milliseconds, timestamp or int64) and `event_id`
+/// are optional. Rows are validated like JSON events; the error names the column and row.
+pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, String> {
+    use arrow_array::{Array, Int64Array, LargeStringArray};
+    let strings = |name: &str| -> Result<Option<Vec<Option<String>>>, String> {
+        let Some(col) = batch.column_by_name(name) else {
+            return Ok(None);
+        };
+        let any = col.as_any();
+        let values: Vec<Option<String>> = if let Some(a) = any.downcast_ref::<StringArray>() {
+            a.iter().map(|v| v.map(str::to_owned)).collect()
+        } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+            a.iter().map(|v| v.map(str::to_owned)).collect()
+        } else {
+            return Err(format!(
+                "column `{name}` must be a string column, not {}",
+                col.data_type()
+            ));
+        };
+        Ok(Some(values))
+    };
+    let required = |name: &str| -> Result<Vec<Option<String>>, String> {
+        strings(name)?.ok_or_else(|| format!("missing column `{name}`"))
+    };
+    let users = required("user_id")?;
+    let items = required("item_id")?;
+    let kinds = strings("kind")?;
+    let event_ids = strings("event_id")?;
+    let weights: Option<Vec<Option<f32>>> = match batch.column_by_name("weight") {
+        None => None,
+        Some(col) => Some(
+            col.as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| format!("column `weight` must be float32, not {}", col.data_type()))?
+                .iter()
+                .collect(),
+        ),
+    };
+    let ts: Option<Vec<Option<i64>>> = match batch.column_by_name("ts") {
+        None => None,
+        Some(col) => {
+            let any = col.as_any();
+            if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
+                Some(a.iter().collect())
+            } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+                Some(a.iter().collect())
+            } else {
+                return Err(format!(
+                    "column `ts` must be a millisecond timestamp or int64, not {}",
+                    col.data_type()
+                ));
+            }
+        }
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut obj = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            obj.insert(k.to_owned(), v);
+        };
+        put("user_id", users[row].clone().into());
+        put("item_id", items[row].clone().into());
+        if let Some(Some(k)) = kinds.as_ref().map(|k| k[row].clone()) {
+            put("kind", k.into());
+        }
+        if let Some(Some(id)) = event_ids.as_ref().map(|k| k[row].clone()) {
+            put("event_id", id.into());
+        }
+        if let Some(Some(w)) = weights.as_ref().map(|w| w[row]) {
+            put(
+                "weight",
+                serde_json::Number::from_f64(f64::from(w))
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        let ts_row = ts.as_ref().and_then(|t| t[row]).unwrap_or(0);
+        put("ts", ts_row.into());
+        let json = serde_json::Value::Object(obj).to_string();
+        out.push(Event::from_json(json.as_bytes(), ts_row).map_err(|e| format!("row {row}: {e}"))?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +157,6 @@ mod tests {
         let ids = batch.column(5);
         assert!(ids.is_null(0));
         assert!(!ids.is_null(1));
+        assert_eq!(batch_to_events(&batch).unwrap(), events);
     }
 }

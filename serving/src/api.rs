@@ -45,7 +45,12 @@ pub struct AppState {
     pub events: Option<Arc<dyn EventSink>>,
     pub metrics: Metrics,
     pub event_limiter: RateLimiter,
+    /// More gauges for `/metrics` (the all-in-one process adds the trainer's).
+    pub extra_gauges: Option<ExtraGauges>,
 }
+
+/// `(name, help, value)` gauges computed at scrape time.
+pub type ExtraGauges = Arc<dyn Fn() -> Vec<(&'static str, &'static str, f64)> + Send + Sync>;
 
 impl AppState {
     /// Starts the search pool sized by `cfg`.
@@ -66,7 +71,14 @@ impl AppState {
             events: None,
             metrics: Metrics::default(),
             event_limiter,
+            extra_gauges: None,
         })
+    }
+
+    /// Adds gauges to `/metrics`.
+    pub fn with_gauges(mut self, gauges: ExtraGauges) -> Self {
+        self.extra_gauges = Some(gauges);
+        self
     }
 
     /// Accept events on `POST /v1/events` and send them to `sink`.
@@ -220,7 +232,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let catalog = state.catalog.load();
     let f = &state.follow;
-    let text = state.metrics.render(&[
+    let mut gauges = vec![
         (
             "recsys_index_items",
             "Items searchable in the index.",
@@ -256,7 +268,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "Publish-to-searchable delay of the newest applied batch.",
             f.last_delay_ms.load(Ordering::Relaxed) as f64,
         ),
-    ]);
+    ];
+    if let Some(extra) = &state.extra_gauges {
+        gauges.extend(extra());
+    }
+    let text = state.metrics.render(&gauges);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)

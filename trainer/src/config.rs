@@ -46,6 +46,19 @@ pub struct TrainerConfig {
     /// A checkpoint is written at most this often, and on shutdown.
     pub checkpoint_interval_ms: u64,
     pub checkpoint_keep: usize,
+    /// Users and items unseen for this long, in event time, are expired: their ids are
+    /// forgotten, their rows reused, expired items get tombstones. 0: never.
+    pub expire_after_s: u64,
+    /// A new user or item gets a row only once it has appeared in this many events.
+    pub min_count: u32,
+    /// Prequential evaluation: every `prequential_every_batches` batches, this many of the
+    /// batch's events are ranked against all items before training on them (0: off).
+    /// Full ranking costs O(items × dim) per event (and, for the two-tower model, one
+    /// item-tower pass over the catalog per evaluated batch).
+    pub prequential_sample: usize,
+    pub prequential_every_batches: u64,
+    /// HitRate@10 and NDCG@10 are averaged over the last this many ranked events.
+    pub prequential_window: usize,
 }
 
 impl Default for TrainerConfig {
@@ -72,6 +85,11 @@ impl Default for TrainerConfig {
             checkpoint_dir: String::new(),
             checkpoint_interval_ms: 60_000,
             checkpoint_keep: 3,
+            expire_after_s: 0,
+            min_count: 1,
+            prequential_sample: 32,
+            prequential_every_batches: 10,
+            prequential_window: 10_000,
         }
     }
 }
@@ -145,6 +163,21 @@ impl TrainerConfig {
         }
         if self.checkpoint_keep == 0 {
             return bad("checkpoint_keep", "must be at least 1");
+        }
+        if self.min_count == 0 {
+            return bad("min_count", "must be at least 1");
+        }
+        if self.expire_after_s > 100 * 365 * 86_400 {
+            return bad("expire_after_s", "must be at most 100 years");
+        }
+        if self.prequential_sample > 65_536 {
+            return bad("prequential_sample", "must be at most 65536");
+        }
+        if self.prequential_every_batches == 0 {
+            return bad("prequential_every_batches", "must be positive");
+        }
+        if self.prequential_window == 0 {
+            return bad("prequential_window", "must be positive");
         }
         Ok(())
     }

@@ -17,8 +17,10 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use recsys_engine::checkpoint::{self, CheckpointMeta};
+use recsys_engine::ids::Admission;
 use recsys_engine::index::{IndexConfig, ItemIndex};
-use recsys_engine::mf::MfModel;
+use recsys_engine::metrics::Prequential;
+use recsys_engine::model::Model;
 use recsys_engine::popularity::Popularity;
 use recsys_engine::snapshot;
 use recsys_schemas::{Event, ItemMeta};
@@ -42,6 +44,12 @@ pub struct TrainerStats {
     pub train_nanos: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// Events not trained on because their new user or item is not admitted yet
+    /// (`trainer.min_count`); they count as applied.
+    pub events_not_admitted: AtomicU64,
+    /// Users and items expired (`trainer.expire_after_s`).
+    pub users_expired: AtomicU64,
+    pub items_expired: AtomicU64,
     /// Item-metadata messages applied, and those rejected to the dead-letter topic.
     pub item_updates: AtomicU64,
     pub item_updates_rejected: AtomicU64,
@@ -55,6 +63,10 @@ pub struct TrainerStats {
     pub snapshot_errors: AtomicU64,
     /// Bits of the last finite batch loss (f32).
     pub last_loss_bits: AtomicU64,
+    /// Prequential HitRate@10 and NDCG@10 over the window (f64 bits), and events ranked.
+    pub prequential_hr_bits: AtomicU64,
+    pub prequential_ndcg_bits: AtomicU64,
+    pub prequential_scored: AtomicU64,
 }
 
 impl TrainerStats {
@@ -78,6 +90,14 @@ impl TrainerStats {
 
     pub fn last_loss(&self) -> f32 {
         f32::from_bits(self.last_loss_bits.load(Ordering::Relaxed) as u32)
+    }
+
+    /// Prequential (test-then-train) HitRate@10 and NDCG@10 over the sliding window.
+    pub fn prequential(&self) -> (f64, f64) {
+        (
+            f64::from_bits(self.prequential_hr_bits.load(Ordering::Relaxed)),
+            f64::from_bits(self.prequential_ndcg_bits.load(Ordering::Relaxed)),
+        )
     }
 }
 
@@ -191,7 +211,7 @@ fn of_topic<V: Copy>(m: &BTreeMap<String, V>, topic: &str) -> BTreeMap<i32, V> {
 /// The online trainer: owns the model while it runs and gives it back when stopped.
 pub struct OnlineTrainer {
     cfg: TrainerConfig,
-    model: Option<MfModel>,
+    model: Option<Model>,
     popularity: Popularity,
     users: Arc<dyn UserVectorSink>,
     items: Arc<dyn ItemVectorSink>,
@@ -203,20 +223,39 @@ pub struct OnlineTrainer {
     /// popular list.
     hidden: HashSet<String>,
     progress: Progress,
+    prequential: Prequential,
+    batches_seen: u64,
+    /// Minimum-count admission of new users and items.
+    admit_users: Admission,
+    admit_items: Admission,
+    /// Newest event time seen (ms): expiry runs in event time, so a replay expires the
+    /// same ids.
+    newest_ts: i64,
 }
 
 type SnapshotTask = JoinHandle<Result<PathBuf>>;
 
+/// How often the trainer looks for expired ids (when `trainer.expire_after_s` is set).
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Pending (not yet admitted) ids remembered per kind under `trainer.min_count`.
+const MAX_PENDING_IDS: usize = 1_000_000;
+
 impl OnlineTrainer {
     pub fn new(
         cfg: TrainerConfig,
-        model: MfModel,
+        model: Model,
         users: Arc<dyn UserVectorSink>,
         items: Arc<dyn ItemVectorSink>,
     ) -> Result<Self> {
         cfg.validate()?;
         Ok(Self {
             popularity: Popularity::new(cfg.popularity_half_life_s * 1000.0),
+            prequential: Prequential::new(10, cfg.prequential_window),
+            batches_seen: 0,
+            admit_users: Admission::new(cfg.min_count, MAX_PENDING_IDS),
+            admit_items: Admission::new(cfg.min_count, MAX_PENDING_IDS),
+            newest_ts: i64::MIN,
             cfg,
             model: Some(model),
             users,
@@ -241,8 +280,9 @@ impl OnlineTrainer {
 
     /// Consumes until `cancel` fires, then trains what is buffered, publishes, and returns
     /// the model.
-    pub async fn run(mut self, cancel: CancellationToken) -> Result<MfModel> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<Model> {
         self.restore().await?;
+        let mut last_expiry = Instant::now();
         let context = ResumeContext {
             topic: self.cfg.topic.clone(),
             resume: self.progress.resume.clone(),
@@ -322,6 +362,10 @@ impl OnlineTrainer {
             if last_publish.elapsed() >= publish_interval {
                 self.publish().await;
                 last_publish = Instant::now();
+            }
+            if self.cfg.expire_after_s > 0 && last_expiry.elapsed() >= EXPIRY_INTERVAL {
+                self.expire().await;
+                last_expiry = Instant::now();
             }
             if last_snapshot.elapsed() >= snapshot_interval
                 && snapshot.as_ref().is_none_or(JoinHandle::is_finished)
@@ -414,13 +458,81 @@ impl OnlineTrainer {
             .model
             .take()
             .ok_or_else(|| TrainerError::Task("model lost".into()))?;
-        let (model, outcome, batch) = tokio::task::spawn_blocking(move || {
+        if let Some(newest) = batch.iter().map(|e| e.ts).max() {
+            self.newest_ts = self.newest_ts.max(newest);
+        }
+        let batch = if self.cfg.min_count > 1 {
+            let before = batch.len();
+            let admitted: Vec<Event> = batch
+                .into_iter()
+                .filter(|e| {
+                    let u = self
+                        .admit_users
+                        .admit(&e.user_id, model.user_ids().get(&e.user_id).is_some());
+                    let i = self
+                        .admit_items
+                        .admit(&e.item_id, model.item_ids().get(&e.item_id).is_some());
+                    u && i
+                })
+                .collect();
+            self.stats
+                .events_not_admitted
+                .fetch_add((before - admitted.len()) as u64, Ordering::Relaxed);
+            admitted
+        } else {
+            batch
+        };
+        if batch.is_empty() {
+            self.progress.trained(false);
+            self.model = Some(model);
+            return Ok(());
+        }
+        let sample = if self.cfg.prequential_sample > 0
+            && self
+                .batches_seen
+                .is_multiple_of(self.cfg.prequential_every_batches)
+        {
+            self.cfg.prequential_sample
+        } else {
+            0
+        };
+        self.batches_seen += 1;
+        let (model, outcome, batch, ranks) = tokio::task::spawn_blocking(move || {
+            // Test, then train: the sampled events are ranked by the model as it was
+            // before it saw them (evenly spaced through the batch).
+            let ranks = if sample > 0 {
+                let step = batch.len().div_ceil(sample).max(1);
+                let picked: Vec<&Event> = batch.iter().step_by(step).collect();
+                model.ranks(&picked)
+            } else {
+                Ok(Vec::new())
+            };
             let started = Instant::now();
             let outcome = model.train_events(&batch);
-            (model, outcome.map(|o| (o, started.elapsed())), batch)
+            (model, outcome.map(|o| (o, started.elapsed())), batch, ranks)
         })
         .await
         .map_err(|e| TrainerError::Task(e.to_string()))?;
+        match ranks {
+            Ok(ranks) if !ranks.is_empty() => {
+                for r in ranks {
+                    self.prequential.push(r);
+                }
+                let (hr, ndcg) = (self.prequential.hit_rate(), self.prequential.ndcg());
+                self.stats
+                    .prequential_hr_bits
+                    .store(hr.to_bits(), Ordering::Relaxed);
+                self.stats
+                    .prequential_ndcg_bits
+                    .store(ndcg.to_bits(), Ordering::Relaxed);
+                self.stats
+                    .prequential_scored
+                    .store(self.prequential.scored(), Ordering::Relaxed);
+                debug!(hr_at_10 = hr, ndcg_at_10 = ndcg, "prequential");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "prequential scoring failed"),
+        }
         let ((step, user_rows, item_rows), took) = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -586,11 +698,61 @@ impl OnlineTrainer {
         Ok(())
     }
 
+    /// Expires users and items unseen for `trainer.expire_after_s` (in event time): their
+    /// rows are freed for new ids, expired items get tombstones (they leave every
+    /// replica's index) and leave the popular list.
+    async fn expire(&mut self) {
+        let Some(model) = self.model.as_mut() else {
+            return;
+        };
+        if self.newest_ts == i64::MIN {
+            return;
+        }
+        let cutoff = self
+            .newest_ts
+            .saturating_sub((self.cfg.expire_after_s as i64).saturating_mul(1000));
+        let expired = model.expire(cutoff);
+        if expired.is_empty() {
+            return;
+        }
+        for &(row, _) in &expired.items {
+            self.popularity.reset(row);
+            self.dirty.items.remove(&row);
+        }
+        for &(row, _) in &expired.users {
+            self.dirty.users.remove(&row);
+            self.dirty.new_items.remove(&row);
+        }
+        self.stats
+            .users_expired
+            .fetch_add(expired.users.len() as u64, Ordering::Relaxed);
+        self.stats
+            .items_expired
+            .fetch_add(expired.items.len() as u64, Ordering::Relaxed);
+        info!(
+            users = expired.users.len(),
+            items = expired.items.len(),
+            cutoff_ms = cutoff,
+            "expired ids"
+        );
+        let ids: Vec<String> = expired.items.into_iter().map(|x| x.1).collect();
+        if !ids.is_empty()
+            && let Err(e) = self.items.remove_items(ids.clone()).await
+        {
+            // Retried with the next publish, like hidden items.
+            warn!(error = %e, "could not send tombstones for expired items");
+            self.dirty.hidden.extend(ids);
+        }
+    }
+
     /// Applies one item-metadata message: hiding an item queues a tombstone and keeps
     /// its vector out of every later publish and snapshot; showing it again republishes
     /// its vector.
     fn item_meta(&mut self, meta: ItemMeta) {
         self.stats.item_updates.fetch_add(1, Ordering::Relaxed);
+        if let Some(model) = self.model.as_mut() {
+            model.set_item_categories(&meta.item_id, &meta.categories);
+        }
         if meta.hidden {
             if self.hidden.insert(meta.item_id.clone()) {
                 info!(item = %meta.item_id, "item hidden");
@@ -613,7 +775,7 @@ impl OnlineTrainer {
     }
 
     /// Rows of the hidden items the model knows.
-    fn hidden_rows(&self, model: &MfModel) -> HashSet<u32> {
+    fn hidden_rows(&self, model: &Model) -> HashSet<u32> {
         self.hidden
             .iter()
             .filter_map(|id| model.item_ids().get(id))
@@ -648,14 +810,19 @@ impl OnlineTrainer {
         }
         let dim = model.dim();
         let hidden = self.hidden_rows(model);
+        // Free rows (expired ids) hold no item.
         let live: Vec<u32> = (0..ids.len() as u32)
-            .filter(|r| !hidden.contains(r))
+            .filter(|r| !hidden.contains(r) && ids.id(*r).is_some())
             .collect();
         let rows: Vec<u64> = live.iter().map(|&r| u64::from(r)).collect();
-        let vectors: Vec<f32> = live
-            .iter()
-            .flat_map(|&r| model.item_vector_by_row(r).iter().copied())
-            .collect();
+        let vectors = match model.item_vectors(&live) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.snapshot_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cannot compute item vectors; snapshot postponed");
+                return None;
+            }
+        };
         let dir = PathBuf::from(&self.cfg.snapshot_dir);
         let (generation, keep) = (self.cfg.generation, self.cfg.snapshot_keep);
         let index_cfg = self.index_cfg.clone();
@@ -697,27 +864,46 @@ impl OnlineTrainer {
             return;
         }
         let generation = self.cfg.generation;
-        let dirty = std::mem::take(&mut self.dirty);
-        let users: Vec<UserUpdate> = dirty
-            .users
+        let hidden_rows = self.hidden_rows(model);
+        let user_rows: Vec<u32> = self.dirty.users.iter().copied().collect();
+        let item_rows: Vec<u32> = self
+            .dirty
+            .items
             .iter()
-            .filter_map(|&row| {
+            .copied()
+            .filter(|row| !hidden_rows.contains(row))
+            .collect();
+        let (user_vectors, item_vectors) = match (
+            model.user_vectors(&user_rows),
+            model.item_vectors(&item_rows),
+        ) {
+            (Ok(u), Ok(i)) => (u, i),
+            (Err(e), _) | (_, Err(e)) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cannot compute vectors; will retry");
+                return;
+            }
+        };
+        let d = model.dim();
+        let dirty = std::mem::take(&mut self.dirty);
+        let users: Vec<UserUpdate> = user_rows
+            .iter()
+            .zip(user_vectors.chunks_exact(d))
+            .filter_map(|(&row, v)| {
                 Some(UserUpdate {
                     user_id: model.user_ids().id(row)?.to_owned(),
-                    vector: model.user_vector_by_row(row).to_vec(),
+                    vector: v.to_vec(),
                     new_items: dirty.new_items.get(&row).cloned().unwrap_or_default(),
                 })
             })
             .collect();
-        let hidden_rows = self.hidden_rows(model);
-        let items: Vec<ItemUpdate> = dirty
-            .items
+        let items: Vec<ItemUpdate> = item_rows
             .iter()
-            .filter(|row| !hidden_rows.contains(row))
-            .filter_map(|&row| {
+            .zip(item_vectors.chunks_exact(d))
+            .filter_map(|(&row, v)| {
                 Some(ItemUpdate {
                     item_id: model.item_ids().id(row)?.to_owned(),
-                    vector: model.item_vector_by_row(row).to_vec(),
+                    vector: v.to_vec(),
                 })
             })
             .collect();

@@ -1,0 +1,249 @@
+//! The model the trainer runs, chosen in config: MF or two-tower, behind one interface.
+
+use burn::tensor::Device;
+use recsys_schemas::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Expired, IdMap};
+use crate::metrics::rank_of;
+use crate::mf::{MfConfig, MfModel, StepStats};
+use crate::two_tower::{TwoTowerConfig, TwoTowerModel};
+use crate::{EngineError, Result};
+
+/// Which model to train.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Mf,
+    TwoTower,
+}
+
+/// The `[model]` section: `kind`, then each model's settings in `[model.mf]` and
+/// `[model.two_tower]` (only the chosen kind's are used).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    pub mf: MfConfig,
+    pub two_tower: TwoTowerConfig,
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        match self.kind {
+            ModelKind::Mf => self.mf.validate(),
+            ModelKind::TwoTower => self.two_tower.validate(),
+        }
+    }
+}
+
+/// A trained or training model. (Moved between threads by value, never copied in bulk:
+/// the size difference of the variants does not matter.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Model {
+    Mf(MfModel),
+    TwoTower(TwoTowerModel),
+}
+
+impl From<MfModel> for Model {
+    fn from(m: MfModel) -> Self {
+        Self::Mf(m)
+    }
+}
+
+impl From<TwoTowerModel> for Model {
+    fn from(m: TwoTowerModel) -> Self {
+        Self::TwoTower(m)
+    }
+}
+
+impl Model {
+    /// A fresh model of the configured kind, training on `device` (autodiff).
+    pub fn new(cfg: &ModelConfig, device: Device) -> Result<Self> {
+        Ok(match cfg.kind {
+            ModelKind::Mf => Self::Mf(MfModel::new(cfg.mf.clone(), device)?),
+            ModelKind::TwoTower => {
+                Self::TwoTower(TwoTowerModel::new(cfg.two_tower.clone(), device)?)
+            }
+        })
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Mf(_) => ModelKind::Mf,
+            Self::TwoTower(_) => ModelKind::TwoTower,
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        match self {
+            Self::Mf(m) => m.device(),
+            Self::TwoTower(m) => m.device(),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Mf(m) => m.dim(),
+            Self::TwoTower(m) => m.dim(),
+        }
+    }
+
+    pub fn user_ids(&self) -> &IdMap {
+        match self {
+            Self::Mf(m) => m.user_ids(),
+            Self::TwoTower(m) => m.user_ids(),
+        }
+    }
+
+    pub fn item_ids(&self) -> &IdMap {
+        match self {
+            Self::Mf(m) => m.item_ids(),
+            Self::TwoTower(m) => m.item_ids(),
+        }
+    }
+
+    pub fn table_bytes(&self) -> usize {
+        match self {
+            Self::Mf(m) => m.table_bytes(),
+            Self::TwoTower(m) => m.table_bytes(),
+        }
+    }
+
+    /// One training step; returns the stats and the touched rows (users, items).
+    pub fn train_events(&mut self, events: &[Event]) -> Result<(StepStats, Vec<u32>, Vec<u32>)> {
+        match self {
+            Self::Mf(m) => m.train_events(events),
+            Self::TwoTower(m) => m.train_events(events),
+        }
+    }
+
+    /// Expires users and items last seen before `cutoff_ms` and frees their rows.
+    pub fn expire(&mut self, cutoff_ms: i64) -> Expired {
+        match self {
+            Self::Mf(m) => m.expire(cutoff_ms),
+            Self::TwoTower(m) => m.expire(cutoff_ms),
+        }
+    }
+
+    /// Item categories feed the two-tower item tower; MF has no features.
+    pub fn set_item_categories(&mut self, item_id: &str, categories: &[String]) {
+        if let Self::TwoTower(m) = self {
+            m.set_item_categories(item_id, categories);
+        }
+    }
+
+    /// Serving vectors of the given user rows, row-major.
+    pub fn user_vectors(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        match self {
+            Self::Mf(m) => Ok(rows
+                .iter()
+                .flat_map(|&r| m.user_vector_by_row(r).iter().copied())
+                .collect()),
+            Self::TwoTower(m) => m.user_vectors(rows),
+        }
+    }
+
+    /// Serving vectors of the given item rows, row-major.
+    pub fn item_vectors(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        match self {
+            Self::Mf(m) => Ok(rows
+                .iter()
+                .flat_map(|&r| m.item_vector_by_row(r).iter().copied())
+                .collect()),
+            Self::TwoTower(m) => m.item_vectors(rows),
+        }
+    }
+
+    /// The serving vector of a known user.
+    pub fn user_vector(&self, user_id: &str) -> Option<Vec<f32>> {
+        let row = self.user_ids().get(user_id)?;
+        self.user_vectors(&[row]).ok()
+    }
+
+    /// Prequential scoring: for each event, the 0-based rank of its item among all items
+    /// the model knows, before training on it; `None` for a new user or item. Full
+    /// ranking by brute force, so callers score a sample of each batch.
+    pub fn ranks(&self, events: &[&Event]) -> Result<Vec<Option<usize>>> {
+        let known: Vec<Option<(u32, u32)>> = events
+            .iter()
+            .map(|e| {
+                Some((
+                    self.user_ids().get(&e.user_id)?,
+                    self.item_ids().get(&e.item_id)?,
+                ))
+            })
+            .collect();
+        if known.iter().all(Option::is_none) {
+            return Ok(vec![None; events.len()]);
+        }
+        let d = self.dim();
+        let all: Vec<u32> = (0..self.item_ids().len() as u32).collect();
+        let items = self.item_vectors(&all)?;
+        let users: Vec<u32> = known.iter().flatten().map(|k| k.0).collect();
+        let user_vectors = self.user_vectors(&users)?;
+        if user_vectors.len() != users.len() * d || items.len() != all.len() * d {
+            return Err(EngineError::Tensor("vector sizes do not match".into()));
+        }
+        let mut next = 0;
+        Ok(known
+            .iter()
+            .map(|k| {
+                let (_, item) = (*k)?;
+                let q = &user_vectors[next * d..(next + 1) * d];
+                next += 1;
+                Some(rank_of(q, &items, d, item as usize))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::cpu_autodiff_device;
+
+    #[test]
+    fn config_has_a_section_per_model() {
+        let cfg: ModelConfig =
+            toml_like(r#"{"kind":"two_tower","mf":{"dim":32},"two_tower":{"dim":16,"hidden":8}}"#);
+        assert_eq!(cfg.kind, ModelKind::TwoTower);
+        assert_eq!(cfg.mf.dim, 32);
+        assert_eq!(cfg.two_tower.hidden, 8);
+        let m = Model::new(&cfg, cpu_autodiff_device()).unwrap();
+        assert_eq!(m.dim(), 16);
+        assert_eq!(m.kind(), ModelKind::TwoTower);
+    }
+
+    fn toml_like(json: &str) -> ModelConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn ranks_are_none_for_unknown_and_bounded_for_known() {
+        for kind in [ModelKind::Mf, ModelKind::TwoTower] {
+            let cfg = ModelConfig {
+                kind,
+                ..ModelConfig::default()
+            };
+            let mut m = Model::new(&cfg, cpu_autodiff_device()).unwrap();
+            let ev = |u: &str, i: &str| {
+                Event::from_json(
+                    format!(r#"{{"user_id":"{u}","item_id":"{i}"}}"#).as_bytes(),
+                    0,
+                )
+                .unwrap()
+            };
+            let batch: Vec<Event> = (0..20)
+                .map(|k| ev(&format!("u{k}"), &format!("i{}", k % 7)))
+                .collect();
+            m.train_events(&batch).unwrap();
+            let probe = [ev("u1", "i1"), ev("new", "i1"), ev("u1", "new")];
+            let ranks = m.ranks(&probe.iter().collect::<Vec<_>>()).unwrap();
+            assert!(matches!(ranks[0], Some(r) if r < 7), "{kind:?} {ranks:?}");
+            assert_eq!(&ranks[1..], &[None, None]);
+        }
+    }
+}
