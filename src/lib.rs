@@ -2,6 +2,7 @@
 //! code: configuration, the embedded broker, the in-process wiring and the demo.
 
 pub mod allinone;
+pub mod archive;
 pub mod bench;
 pub mod config;
 pub mod demo;

@@ -52,6 +52,39 @@ enum Command {
     /// Offline evaluation (DESIGN §5): leave-last-out, full ranking; HR@10, NDCG@10, MRR
     /// and coverage of MF, two-tower and popularity.
     Eval(Box<EvalArgs>),
+    /// Archive the events topic as Parquet files by day (exactly once across restarts).
+    Archive {
+        /// Archive directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop once the topic's ends at start are archived (a catch-up job).
+        #[arg(long)]
+        until_caught_up: bool,
+        /// Events buffered before a flush.
+        #[arg(long, default_value_t = 100_000)]
+        flush_events: usize,
+        /// Seconds between flushes.
+        #[arg(long, default_value_t = 10)]
+        flush_interval_s: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a synthetic archive (the `archive` layout) to try `retrain` without a stream.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 20_000)]
+        items: usize,
+        /// Days the events span (one directory per day).
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
     /// Print the effective configuration (defaults + file + environment) and exit.
     Config,
 }
@@ -319,6 +352,67 @@ async fn main() -> anyhow::Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string(&report)?);
             }
+        }
+        Command::Archive {
+            out,
+            until_caught_up,
+            flush_events,
+            flush_interval_s,
+            json,
+        } => {
+            let opts = recsys::archive::ArchiveOptions {
+                brokers: cfg.trainer.brokers.clone(),
+                topic: cfg.trainer.topic.clone(),
+                group_id: format!("{}-archive", cfg.trainer.group_id),
+                out,
+                until_caught_up,
+                flush_events: flush_events.max(1),
+                flush_interval: std::time::Duration::from_secs(flush_interval_s.max(1)),
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                if recsys::run::shutdown_signal().await.is_ok() {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            let report = tokio::task::spawn_blocking(move || {
+                recsys::archive::run(&opts, &|| stop.load(std::sync::atomic::Ordering::Relaxed))
+            })
+            .await??;
+            eprintln!(
+                "archived {} events ({} malformed skipped); next offsets {:?}",
+                report.archived, report.malformed, report.next_offsets
+            );
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        Command::Generate {
+            out,
+            events,
+            seed,
+            users,
+            items,
+            days,
+        } => {
+            let data = recsys_engine::synth::SynthConfig {
+                users,
+                items,
+                events,
+                seed,
+                days,
+                clusters: (items / 100).clamp(1, 200),
+                ..Default::default()
+            }
+            .generate()
+            .map_err(|e| anyhow::anyhow!("generate: {e}"))?;
+            let n = recsys::archive::write_events(&out, &data.train)?;
+            eprintln!(
+                "wrote {n} events over {} days into {}",
+                recsys::archive::days(&out)?.len(),
+                out.display()
+            );
         }
         Command::Config => print!("{}", toml::to_string_pretty(&cfg)?),
     }

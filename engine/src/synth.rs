@@ -27,8 +27,9 @@ pub struct SynthConfig {
     pub noise: f64,
     /// Future interactions held out per user.
     pub holdout: usize,
-    /// Timestamp of the first event, ms; events span one day after it.
+    /// Timestamp of the first event, ms; events span `days` days after it.
     pub start_ts: i64,
+    pub days: u32,
     pub seed: u64,
 }
 
@@ -44,6 +45,7 @@ impl Default for SynthConfig {
             noise: 0.1,
             holdout: 5,
             start_ts: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            days: 1,
             seed: 42,
         }
     }
@@ -212,7 +214,7 @@ impl SynthConfig {
             }
         }
 
-        let span_ms = 86_400_000i64;
+        let span_ms = 86_400_000i64 * i64::from(self.days.max(1));
         let mut train: Vec<Event> = Vec::with_capacity(self.events);
         let mut test = Vec::with_capacity(self.users);
         for u in 0..self.users {

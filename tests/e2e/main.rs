@@ -2,6 +2,7 @@
 //! redis-server started on a free loopback port.
 
 mod api;
+mod archive;
 mod crash;
 mod follow;
 mod pipeline;
