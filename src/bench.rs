@@ -714,17 +714,9 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     .map_err(anyhow::Error::msg)?;
     eprintln!("backend {:?}", opts.backend);
     let mut model = MfModel::new(cfg.clone(), autodiff_device(opts.backend)?)?;
-    // Warm-up: the first steps allocate the tables and burn's buffers.
-    for batch in data.train.chunks(opts.batch).take(5) {
-        model.train_events(batch)?;
-    }
-    let started = Instant::now();
-    let mut trained = 0usize;
-    for batch in data.train.chunks(opts.batch).skip(5) {
-        model.train_events(batch)?;
-        trained += batch.len();
-    }
-    let mf_events_per_s = trained as f64 / started.elapsed().as_secs_f64();
+    let mf_events_per_s = events_per_s(&data.train, opts.batch, &mut |b| {
+        model.train_events(b).map(|_| ())
+    })?;
     eprintln!(
         "MF d={} batch {}: {mf_events_per_s:.0} events/s",
         opts.dim, opts.batch
@@ -738,16 +730,9 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         },
         autodiff_device(opts.backend)?,
     )?;
-    for batch in data.train.chunks(opts.batch).take(5) {
-        tower.train_events(batch)?;
-    }
-    let started = Instant::now();
-    let mut trained = 0usize;
-    for batch in data.train.chunks(opts.batch).skip(5) {
-        tower.train_events(batch)?;
-        trained += batch.len();
-    }
-    let two_tower_events_per_s = trained as f64 / started.elapsed().as_secs_f64();
+    let two_tower_events_per_s = events_per_s(&data.train, opts.batch, &mut |b| {
+        tower.train_events(b).map(|_| ())
+    })?;
     eprintln!(
         "two-tower d={} hidden {} history {} batch {}: {two_tower_events_per_s:.0} events/s",
         opts.dim,
@@ -809,6 +794,25 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         two_tower_bytes_per_user,
         memory_users: opts.memory_users,
     })
+}
+
+/// Training throughput over `events` in batches, after 5 warm-up batches (the first
+/// steps allocate the tables and burn's buffers).
+fn events_per_s(
+    events: &[recsys_schemas::Event],
+    batch: usize,
+    step: &mut dyn FnMut(&[recsys_schemas::Event]) -> recsys_engine::Result<()>,
+) -> anyhow::Result<f64> {
+    for b in events.chunks(batch).take(5) {
+        step(b)?;
+    }
+    let started = Instant::now();
+    let mut trained = 0usize;
+    for b in events.chunks(batch).skip(5) {
+        step(b)?;
+        trained += b.len();
+    }
+    Ok(trained as f64 / started.elapsed().as_secs_f64())
 }
 
 /// RSS growth per user while `train` learns `users` new users (over 1,000 items, whose

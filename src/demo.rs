@@ -462,6 +462,8 @@ impl DemoReport {
             "http_p50_ms": round(self.http_p50_ms, 3),
             "http_p99_ms": round(self.http_p99_ms, 3),
             "seen_items_returned": self.seen_items_returned,
+            "prequential_hr_at_10": round(self.prequential_hr_at_10, 4),
+            "prequential_ndcg_at_10": round(self.prequential_ndcg_at_10, 4),
         })
         .to_string()
     }

@@ -228,6 +228,32 @@ fn shuffled_epochs(train: &[Event], epochs: usize, seed: u64) -> impl Iterator<I
     })
 }
 
+/// `o.epochs` passes over `train`, shuffled each time, in batches of `o.batch`.
+fn train_epochs(
+    o: &EvalOptions,
+    train: &[Event],
+    model: &str,
+    step: &mut dyn FnMut(&[Event]) -> recsys_engine::Result<recsys_engine::mf::StepStats>,
+) -> anyhow::Result<()> {
+    for (epoch, events) in shuffled_epochs(train, o.epochs, o.seed).enumerate() {
+        let (mut loss, mut steps) = (0.0, 0);
+        for chunk in events.chunks(o.batch) {
+            let s = step(chunk)?;
+            if s.loss.is_finite() {
+                loss += s.loss;
+                steps += 1;
+            }
+        }
+        tracing::info!(
+            model,
+            epoch,
+            loss = loss / steps.max(1) as f32,
+            "epoch done"
+        );
+    }
+    Ok(())
+}
+
 fn train_mf(o: &EvalOptions, train: &[Event]) -> anyhow::Result<MfModel> {
     let cfg = MfConfig {
         dim: o.dim,
@@ -241,23 +267,9 @@ fn train_mf(o: &EvalOptions, train: &[Event]) -> anyhow::Result<MfModel> {
         ..MfConfig::default()
     };
     let mut m = MfModel::new(cfg, cpu_autodiff_device())?;
-    for (epoch, events) in shuffled_epochs(train, o.epochs, o.seed).enumerate() {
-        let mut loss = 0.0;
-        let mut steps = 0;
-        for chunk in events.chunks(o.batch) {
-            let s = m.train_events(chunk)?.0;
-            if s.loss.is_finite() {
-                loss += s.loss;
-                steps += 1;
-            }
-        }
-        tracing::info!(
-            model = "mf",
-            epoch,
-            loss = loss / steps.max(1) as f32,
-            "epoch done"
-        );
-    }
+    train_epochs(o, train, "mf", &mut |chunk| {
+        m.train_events(chunk).map(|r| r.0)
+    })?;
     Ok(m)
 }
 
@@ -274,23 +286,9 @@ fn train_two_tower(o: &EvalOptions, train: &[Event]) -> anyhow::Result<TwoTowerM
         ..TwoTowerConfig::default()
     };
     let mut m = TwoTowerModel::new(cfg, cpu_autodiff_device())?;
-    for (epoch, events) in shuffled_epochs(train, o.epochs, o.seed).enumerate() {
-        let mut loss = 0.0;
-        let mut steps = 0;
-        for chunk in events.chunks(o.batch) {
-            let s = m.train_events(chunk)?.0;
-            if s.loss.is_finite() {
-                loss += s.loss;
-                steps += 1;
-            }
-        }
-        tracing::info!(
-            model = "two_tower",
-            epoch,
-            loss = loss / steps.max(1) as f32,
-            "epoch done"
-        );
-    }
+    train_epochs(o, train, "two_tower", &mut |chunk| {
+        m.train_events(chunk).map(|r| r.0)
+    })?;
     // Serve-time histories: each user's latest items in time order, as online.
     let mut by_user: HashMap<&str, Vec<(i64, usize, &str)>> = HashMap::new();
     for (k, e) in train.iter().enumerate() {

@@ -10,4 +10,6 @@ pub mod embedded;
 pub mod eval;
 pub mod http;
 pub mod redis_server;
+pub mod report;
+pub mod retrain;
 pub mod run;

@@ -85,6 +85,44 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+    /// Nightly retrain from the archive: train, evaluate new vs current vs popularity,
+    /// write the report, publish a new generation if it passes the quality gate.
+    Retrain {
+        /// Archive directory (from `recsys archive` or `recsys generate`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Newest days of the archive to use; the last one is the test day.
+        #[arg(long, default_value_t = 7)]
+        days: usize,
+        /// Report directory (report.md, report.json, PNG plots).
+        #[arg(long)]
+        out: PathBuf,
+        /// Generations directory (CURRENT pointer, g{N}/ checkpoints and snapshots).
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// Test users scored (a seeded sample when more are eligible).
+        #[arg(long, default_value_t = 10_000)]
+        max_test_users: usize,
+        /// Allowed NDCG@10 drop against the current generation.
+        #[arg(long, default_value_t = 0.002)]
+        margin: f64,
+        /// Publish even if the quality gate refuses (logged and reported).
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the previous generation current again.
+    Rollback {
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+    },
     /// Print the effective configuration (defaults + file + environment) and exit.
     Config,
 }
@@ -412,6 +450,65 @@ async fn main() -> anyhow::Result<()> {
                 "wrote {n} events over {} days into {}",
                 recsys::archive::days(&out)?.len(),
                 out.display()
+            );
+        }
+        Command::Retrain {
+            from,
+            days,
+            out,
+            models,
+            epochs,
+            batch,
+            max_test_users,
+            margin,
+            force,
+            seed,
+            json,
+        } => {
+            if batch == 0 || !(margin >= 0.0 && margin.is_finite()) {
+                anyhow::bail!("--batch must be positive and --margin a non-negative number");
+            }
+            let opts = recsys::retrain::RetrainOptions {
+                from,
+                days,
+                out,
+                models,
+                epochs,
+                batch,
+                margin,
+                force,
+                read_rows: 65_536,
+                max_test_users: max_test_users.max(1),
+                seed,
+                model: cfg.model.clone(),
+                index: cfg.index.clone(),
+                backend: cfg.compute.backend,
+                topic: cfg.trainer.topic.clone(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = tokio::task::spawn_blocking(move || recsys::retrain::run(&opts)).await??;
+            eprintln!(
+                "{} | new NDCG@10 {:.4}, current {}, popularity {:.4} | {} events x {} epochs at {:.0} events/s, peak RSS {:.0} MiB",
+                report.decision,
+                report.new.ndcg_at_10,
+                report
+                    .current
+                    .map_or("none".to_owned(), |c| format!("{:.4}", c.ndcg_at_10)),
+                report.popularity.ndcg_at_10,
+                report.events,
+                report.epochs.len(),
+                report.events_per_s,
+                report.peak_rss_bytes as f64 / 1048576.0
+            );
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
+        Command::Rollback { models } => {
+            let c = recsys::retrain::rollback(&models)?;
+            eprintln!(
+                "generation {} is current again (was {:?})",
+                c.generation, c.previous
             );
         }
         Command::Config => print!("{}", toml::to_string_pretty(&cfg)?),

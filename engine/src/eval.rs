@@ -81,14 +81,19 @@ impl Catalog {
     pub fn new(train: &[Event]) -> Self {
         let mut c = Self::default();
         for e in train {
-            let row = c.items.get_or_insert(&e.item_id);
-            if row as usize >= c.counts.len() {
-                c.counts.resize(row as usize + 1, 0.0);
-            }
-            c.counts[row as usize] += 1.0;
-            c.seen.entry(e.user_id.clone()).or_default().insert(row);
+            c.add(e);
         }
         c
+    }
+
+    /// Adds one training event (for catalogs built while streaming).
+    pub fn add(&mut self, e: &Event) {
+        let row = self.items.get_or_insert(&e.item_id);
+        if row as usize >= self.counts.len() {
+            self.counts.resize(row as usize + 1, 0.0);
+        }
+        self.counts[row as usize] += 1.0;
+        self.seen.entry(e.user_id.clone()).or_default().insert(row);
     }
 
     pub fn len(&self) -> usize {

@@ -51,7 +51,8 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
 /// Reads events back from a record batch. Columns are found by name, so files with
 /// extra columns or another column order are accepted; `user_id` and `item_id` are
 /// required, `kind`, `weight`, `ts` (milliseconds, timestamp or int64) and `event_id`
-/// are optional. Rows are validated like JSON events; the error names the column and row.
+/// are optional (defaults as for JSON events). Rows are validated like JSON events; the
+/// error names the row and field.
 pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, String> {
     use arrow_array::{Array, Int64Array, LargeStringArray};
     let strings = |name: &str| -> Result<Option<Vec<Option<String>>>, String> {
@@ -106,29 +107,27 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, String> {
     };
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        let mut obj = serde_json::Map::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            obj.insert(k.to_owned(), v);
+        let (Some(user_id), Some(item_id)) = (users[row].clone(), items[row].clone()) else {
+            return Err(format!("row {row}: user_id and item_id must not be null"));
         };
-        put("user_id", users[row].clone().into());
-        put("item_id", items[row].clone().into());
-        if let Some(Some(k)) = kinds.as_ref().map(|k| k[row].clone()) {
-            put("kind", k.into());
-        }
-        if let Some(Some(id)) = event_ids.as_ref().map(|k| k[row].clone()) {
-            put("event_id", id.into());
-        }
-        if let Some(Some(w)) = weights.as_ref().map(|w| w[row]) {
-            put(
-                "weight",
-                serde_json::Number::from_f64(f64::from(w))
-                    .map_or(serde_json::Value::Null, Into::into),
-            );
-        }
-        let ts_row = ts.as_ref().and_then(|t| t[row]).unwrap_or(0);
-        put("ts", ts_row.into());
-        let json = serde_json::Value::Object(obj).to_string();
-        out.push(Event::from_json(json.as_bytes(), ts_row).map_err(|e| format!("row {row}: {e}"))?);
+        let kind = kinds
+            .as_ref()
+            .and_then(|k| k[row].clone())
+            .unwrap_or_else(|| "interaction".to_owned());
+        let weight = weights
+            .as_ref()
+            .and_then(|w| w[row])
+            .unwrap_or_else(|| crate::event::default_weight(&kind));
+        let e = Event {
+            user_id,
+            item_id,
+            weight,
+            kind,
+            ts: ts.as_ref().and_then(|t| t[row]).unwrap_or(0),
+            event_id: event_ids.as_ref().and_then(|k| k[row].clone()),
+        };
+        e.validate().map_err(|err| format!("row {row}: {err}"))?;
+        out.push(e);
     }
     Ok(out)
 }

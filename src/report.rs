@@ -1,0 +1,238 @@
+//! The retrain report: `report.md` for people, PNG plots drawn with plotters.
+//!
+//! The plots carry no text (plotters' font backends need system font libraries, which a
+//! fresh machine does not have): `report.md` gives their axes, colours and values.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::retrain::{RetrainOptions, RetrainReport};
+
+const NEW: RGBColor = RGBColor(31, 119, 180);
+const CURRENT: RGBColor = RGBColor(127, 127, 127);
+const POPULAR: RGBColor = RGBColor(255, 127, 14);
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e}")
+}
+
+/// Draws `loss.png` (loss per epoch) and `metrics.png` (HR@10 and NDCG@10 of the new
+/// model, the current generation and popularity); returns their file names.
+pub fn plots(out: &Path, r: &RetrainReport) -> anyhow::Result<Vec<String>> {
+    let mut files = Vec::new();
+    if !r.epochs.is_empty() {
+        let path = out.join("loss.png");
+        let root = BitMapBackend::new(&path, (640, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let losses: Vec<f64> = r.epochs.iter().map(|e| e.loss).collect();
+        let (lo, hi) = losses
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        let pad = ((hi - lo) * 0.1).max(1e-3);
+        let mut chart = ChartBuilder::on(&root)
+            .margin(20)
+            .build_cartesian_2d(0.5f64..r.epochs.len() as f64 + 0.5, (lo - pad)..(hi + pad))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(LineSeries::new(
+                r.epochs.iter().map(|e| (e.epoch as f64, e.loss)),
+                NEW.stroke_width(3),
+            ))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(
+                r.epochs
+                    .iter()
+                    .map(|e| Circle::new((e.epoch as f64, e.loss), 5, NEW.filled())),
+            )
+            .map_err(plot_err)?;
+        root.draw(&Rectangle::new(
+            [(19, 19), (621, 381)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+        files.push("loss.png".to_owned());
+    }
+    let path = out.join("metrics.png");
+    let root = BitMapBackend::new(&path, (640, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let groups = [
+        [
+            Some(r.new.hr_at_10),
+            r.current.map(|c| c.hr_at_10),
+            Some(r.popularity.hr_at_10),
+        ],
+        [
+            Some(r.new.ndcg_at_10),
+            r.current.map(|c| c.ndcg_at_10),
+            Some(r.popularity.ndcg_at_10),
+        ],
+    ];
+    let top = groups
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(0.0f64, |a, &b| a.max(b))
+        .max(1e-3)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(20)
+        .build_cartesian_2d(0.0f64..2.0, 0.0f64..top)
+        .map_err(plot_err)?;
+    for (g, values) in groups.iter().enumerate() {
+        for (k, (v, colour)) in values.iter().zip([NEW, CURRENT, POPULAR]).enumerate() {
+            let Some(v) = v else { continue };
+            let x0 = g as f64 + 0.15 + k as f64 * 0.24;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x0 + 0.2, *v)],
+                    colour.filled(),
+                )))
+                .map_err(plot_err)?;
+        }
+    }
+    root.draw(&Rectangle::new(
+        [(19, 19), (621, 381)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    files.push("metrics.png".to_owned());
+    Ok(files)
+}
+
+fn row(name: &str, m: Option<&recsys_engine::eval::Metrics>) -> String {
+    match m {
+        Some(m) => format!(
+            "| {name} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            m.hr_at_10, m.ndcg_at_10, m.mrr, m.coverage
+        ),
+        None => format!("| {name} | – | – | – | – |\n"),
+    }
+}
+
+/// `report.md`: what was trained, on what, how long it took, how it compares, and
+/// whether it was published and why.
+pub fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
+    let mut s = String::new();
+    let verdict = if r.published {
+        format!("**Published as generation {}.**", r.new_generation)
+    } else {
+        format!(
+            "**Not published**: generation {} stays current.",
+            r.current_generation.unwrap_or(0)
+        )
+    };
+    let _ = writeln!(s, "# Retrain report\n\n{verdict} {}\n", r.decision);
+    let _ = writeln!(s, "## What was trained\n");
+    let _ = writeln!(
+        s,
+        "- Model: `{}`, {} epoch(s), batch {}, seed {}.",
+        r.model_kind, o.epochs, o.batch, o.seed
+    );
+    let model_cfg = match r.model_kind.as_str() {
+        "TwoTower" => serde_json::to_string(&o.model.two_tower),
+        _ => serde_json::to_string(&o.model.mf),
+    }
+    .unwrap_or_default();
+    let _ = writeln!(s, "- Settings: `{model_cfg}`.");
+    let _ = writeln!(
+        s,
+        "- Data: archive `{}`, training days {} to {} ({} day(s)), {} events, {} users, {} items.",
+        o.from.display(),
+        r.train_days.first().map_or("-", String::as_str),
+        r.train_days.last().map_or("-", String::as_str),
+        r.train_days.len(),
+        r.events,
+        r.users,
+        r.items
+    );
+    let _ = writeln!(
+        s,
+        "- Test: {} ({} users{}: each one's first item that day not already in their training data; full ranking over all items minus the user's training items).\n",
+        r.test_day,
+        r.test_users,
+        if r.eligible_test_users > r.test_users {
+            format!(
+                ", a seeded sample of the {} eligible",
+                r.eligible_test_users
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(s, "## How long it took\n");
+    let _ = writeln!(
+        s,
+        "| epoch | loss | events | seconds | events/s |\n|---:|---:|---:|---:|---:|"
+    );
+    for e in &r.epochs {
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {} | {:.1} | {:.0} |",
+            e.epoch, e.loss, e.events, e.seconds, e.events_per_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nTraining {:.1} s, whole run {:.1} s, mean {:.0} events/s, peak RSS {:.0} MiB.\n",
+        r.train_seconds,
+        r.total_seconds,
+        r.events_per_s,
+        r.peak_rss_bytes as f64 / 1048576.0
+    );
+    let _ = writeln!(s, "## Quality on the test day\n");
+    let _ = writeln!(
+        s,
+        "| model | HR@10 | NDCG@10 | MRR | coverage |\n|---|---:|---:|---:|---:|"
+    );
+    s.push_str(&row(
+        &format!("new (generation {})", r.new_generation),
+        Some(&r.new),
+    ));
+    s.push_str(&row(
+        &match r.current_generation {
+            Some(g) => format!("current (generation {g})"),
+            None => "current (none)".to_owned(),
+        },
+        r.current.as_ref(),
+    ));
+    s.push_str(&row("popularity", Some(&r.popularity)));
+    let _ = writeln!(
+        s,
+        "\nQuality gate: publish if the new NDCG@10 is at least the current one minus {:.4}{}.\n",
+        r.margin,
+        if o.force {
+            " (`--force` was given)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(s, "## Plots\n");
+    for p in &r.plots {
+        match p.as_str() {
+            "loss.png" => {
+                let _ = writeln!(
+                    s,
+                    "- `loss.png`: mean training loss (y) per epoch (x, 1 to {}), blue.",
+                    r.epochs.len()
+                );
+            }
+            "metrics.png" => {
+                let _ = writeln!(
+                    s,
+                    "- `metrics.png`: HR@10 (left group) and NDCG@10 (right group); bars: new (blue), current (grey, absent when there is none), popularity (orange); the y axis runs from 0 to 1.15 × the largest value."
+                );
+            }
+            other => {
+                let _ = writeln!(s, "- `{other}`");
+            }
+        }
+    }
+    s
+}
