@@ -114,6 +114,48 @@ impl ItemFrequency {
     }
 }
 
+/// The settings both models share, checked once; errors name `{section}.{key}`.
+pub(crate) struct SharedSettings<'a> {
+    pub section: &'a str,
+    pub dim: usize,
+    pub learning_rate: f32,
+    pub init_scale: f32,
+    pub temperature: f32,
+    pub l2: f32,
+    pub negatives: usize,
+}
+
+impl SharedSettings<'_> {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |key: &str, why: &str| {
+            Err(crate::EngineError::Config(format!(
+                "{}.{key}: {why}",
+                self.section
+            )))
+        };
+        let positive = |x: f32| x > 0.0 && x.is_finite();
+        if self.dim == 0 || self.dim > 4096 {
+            return bad("dim", "must be in 1..=4096");
+        }
+        if !positive(self.learning_rate) {
+            return bad("learning_rate", "must be a positive number");
+        }
+        if !positive(self.init_scale) {
+            return bad("init_scale", "must be a positive number");
+        }
+        if !positive(self.temperature) {
+            return bad("temperature", "must be a positive number");
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
+            return bad("l2", "must be zero or positive");
+        }
+        if self.negatives > 100_000 {
+            return bad("negatives", "must be at most 100000");
+        }
+        Ok(())
+    }
+}
+
 /// How a model picks its candidates and scores them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sampling {

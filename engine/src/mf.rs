@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     EngineError, Result,
     ids::{self, Expired, IdMap, touch},
-    loss::{self, ItemFrequency, LossKind, Sampling, Targets, candidates, leaf_grad, unique_rows},
+    loss::{
+        self, ItemFrequency, LossKind, Sampling, SharedSettings, Targets, candidates, leaf_grad,
+        unique_rows,
+    },
     table::{EmbeddingTable, TableParts},
 };
 
@@ -79,26 +82,16 @@ impl Default for MfConfig {
 impl MfConfig {
     /// Checks ranges; the error names the key.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, why: &str| Err(EngineError::Config(format!("model.mf.{key}: {why}")));
-        if self.dim == 0 || self.dim > 4096 {
-            return bad("dim", "must be in 1..=4096");
+        SharedSettings {
+            section: "model.mf",
+            dim: self.dim,
+            learning_rate: self.learning_rate,
+            init_scale: self.init_scale,
+            temperature: self.temperature,
+            l2: self.l2,
+            negatives: self.negatives,
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad("learning_rate", "must be a positive number");
-        }
-        if !(self.init_scale > 0.0 && self.init_scale.is_finite()) {
-            return bad("init_scale", "must be a positive number");
-        }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", "must be a positive number");
-        }
-        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
-            return bad("l2", "must be zero or positive");
-        }
-        if self.negatives > 100_000 {
-            return bad("negatives", "must be at most 100000");
-        }
-        Ok(())
+        .validate()
     }
 
     pub(crate) fn sampling(&self) -> Sampling {

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     EngineError, Result,
     ids::{self, Expired, IdMap, touch},
-    loss::{self, ItemFrequency, LossKind, Sampling, candidates, leaf_grad, unique_rows},
+    loss::{
+        self, ItemFrequency, LossKind, Sampling, SharedSettings, candidates, leaf_grad, unique_rows,
+    },
     mf::{StepStats, add_l2},
     table::{EmbeddingTable, TableParts},
 };
@@ -80,32 +82,24 @@ impl TwoTowerConfig {
         let bad = |key: &str, why: &str| {
             Err(EngineError::Config(format!("model.two_tower.{key}: {why}")))
         };
-        if self.dim == 0 || self.dim > 4096 {
-            return bad("dim", "must be in 1..=4096");
+        SharedSettings {
+            section: "model.two_tower",
+            dim: self.dim,
+            learning_rate: self.learning_rate,
+            init_scale: self.init_scale,
+            temperature: self.temperature,
+            l2: self.l2,
+            negatives: self.negatives,
         }
+        .validate()?;
         if self.hidden == 0 || self.hidden > 8192 {
             return bad("hidden", "must be in 1..=8192");
         }
         if self.history_len > 200 {
             return bad("history_len", "must be at most 200");
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad("learning_rate", "must be a positive number");
-        }
         if !(self.dense_learning_rate > 0.0 && self.dense_learning_rate.is_finite()) {
             return bad("dense_learning_rate", "must be a positive number");
-        }
-        if !(self.init_scale > 0.0 && self.init_scale.is_finite()) {
-            return bad("init_scale", "must be a positive number");
-        }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", "must be a positive number");
-        }
-        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
-            return bad("l2", "must be zero or positive");
-        }
-        if self.negatives > 100_000 {
-            return bad("negatives", "must be at most 100000");
         }
         Ok(())
     }
