@@ -50,6 +50,18 @@ fn assert_accounted(meta: &CheckpointMeta) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_several_points_loses_nothing_and_applies_nothing_twice() {
+    kill_and_resume("").await;
+}
+
+/// The same with the two-tower model, whose checkpoints also carry the MLPs, Adam's
+/// state, histories and item features.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tower_trainer_survives_sigkill_the_same_way() {
+    kill_and_resume("[model]\nkind = \"two_tower\"\n[model.two_tower]\ndim = 32\nhidden = 32\n")
+        .await;
+}
+
+async fn kill_and_resume(model_toml: &str) {
     let redis = RedisServer::start();
     let cfg = Config::default();
     let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
@@ -78,7 +90,7 @@ async fn sigkill_at_several_points_loses_nothing_and_applies_nothing_twice() {
         format!(
             "[trainer]\nbrokers = \"{}\"\nbatch_size = 128\nbatch_timeout_ms = 50\n\
              checkpoint_dir = \"{}\"\ncheckpoint_interval_ms = 150\n\
-             [store]\nredis_url = \"{}\"\n",
+             [store]\nredis_url = \"{}\"\n{model_toml}",
             kafka.bootstrap_servers(),
             ckpt.display(),
             redis.url()
@@ -136,6 +148,13 @@ async fn sigkill_at_several_points_loses_nothing_and_applies_nothing_twice() {
     child.wait().unwrap();
     let (_, meta) = newest(&ckpt).unwrap();
     assert_accounted(&meta);
+    let (_, path) = checkpoint::list(&ckpt).unwrap().into_iter().next().unwrap();
+    let (model, _) = checkpoint::load(&path, cpu_autodiff_device()).unwrap();
+    assert_eq!(
+        model.kind() == recsys_engine::model::ModelKind::TwoTower,
+        !model_toml.is_empty(),
+        "the checkpoint holds the configured model"
+    );
     let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
     assert_eq!(
         total(&meta.applied) + total(&meta.skipped),
