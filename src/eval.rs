@@ -11,9 +11,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use recsys_engine::device::cpu_autodiff_device;
-use recsys_engine::eval::{self, Catalog, Metrics, PopularityRanker, Ranker, VectorRanker};
+use recsys_engine::eval::{self, Catalog, Metrics, PopularityRanker, Ranker};
 use recsys_engine::loss::LossKind;
 use recsys_engine::mf::{MfConfig, MfModel};
+use recsys_engine::model::Model;
 use recsys_engine::synth::SynthConfig;
 use recsys_engine::two_tower::{TwoTowerConfig, TwoTowerModel};
 use recsys_schemas::Event;
@@ -364,35 +365,19 @@ pub fn run(o: &EvalOptions) -> anyhow::Result<EvalReport> {
             }
             ModelName::Mf => {
                 let (m, secs) = timed(|| train_mf(o, &split.train))?;
-                let rows: Vec<u32> = (0..m.item_ids().len() as u32).collect();
-                let vectors: Vec<f32> = rows
-                    .iter()
-                    .flat_map(|&r| m.item_vector_by_row(r).iter().copied())
-                    .collect();
-                let items = catalog.align(m.item_ids(), &vectors, m.dim());
-                let ranker = VectorRanker {
-                    items: &items,
-                    dim: m.dim(),
-                    user: |u: &str| m.user_vector(u).map(<[f32]>::to_vec),
-                };
-                report.mf = Some(score(&ranker, secs));
+                let metrics = eval::evaluate_model(&Model::from(m), &catalog, &split.test)?;
+                report.mf = Some(ModelReport {
+                    metrics,
+                    train_s: secs,
+                });
             }
             ModelName::TwoTower => {
                 let (m, secs) = timed(|| train_two_tower(o, &split.train))?;
-                let rows: Vec<u32> = (0..m.item_ids().len() as u32).collect();
-                let items = catalog.align(m.item_ids(), &m.item_vectors(&rows)?, m.dim());
-                let users: Vec<u32> = (0..m.user_ids().len() as u32).collect();
-                let user_vectors = m.user_vectors(&users)?;
-                let d = m.dim();
-                let ranker = VectorRanker {
-                    items: &items,
-                    dim: d,
-                    user: |u: &str| {
-                        let r = m.user_ids().get(u)? as usize;
-                        Some(user_vectors[r * d..(r + 1) * d].to_vec())
-                    },
-                };
-                report.two_tower = Some(score(&ranker, secs));
+                let metrics = eval::evaluate_model(&Model::from(m), &catalog, &split.test)?;
+                report.two_tower = Some(ModelReport {
+                    metrics,
+                    train_s: secs,
+                });
             }
         }
     }

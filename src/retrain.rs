@@ -14,7 +14,7 @@
 //! The checkpoint's offsets are the archive's committed offsets when the retrain read it,
 //! so an online trainer warm-started from it replays exactly the events after the cutoff.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::device::{Backend, autodiff_device};
-use recsys_engine::eval::{self, Catalog, Metrics, PopularityRanker, VectorRanker};
+use recsys_engine::eval::{self, Catalog, Metrics, PopularityRanker};
 use recsys_engine::index::{IndexConfig, ItemIndex};
 use recsys_engine::model::{Model, ModelConfig};
 use recsys_engine::snapshot;
@@ -174,29 +174,6 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Scores `model` on the test pairs.
-fn score(model: &Model, catalog: &Catalog, test: &[(String, String)]) -> anyhow::Result<Metrics> {
-    let rows: Vec<u32> = (0..model.item_ids().len() as u32).collect();
-    let items = catalog.align(model.item_ids(), &model.item_vectors(&rows)?, model.dim());
-    let d = model.dim();
-    let users: HashMap<&str, u32> = test
-        .iter()
-        .filter_map(|(u, _)| Some((u.as_str(), model.user_ids().get(u)?)))
-        .collect();
-    let rows: Vec<u32> = users.values().copied().collect();
-    let vectors = model.user_vectors(&rows)?;
-    let by_row: HashMap<u32, usize> = rows.iter().enumerate().map(|(k, &r)| (r, k)).collect();
-    let ranker = VectorRanker {
-        items: &items,
-        dim: d,
-        user: |u: &str| {
-            let k = by_row[users.get(u)?];
-            Some(vectors[k * d..(k + 1) * d].to_vec())
-        },
-    };
-    Ok(eval::evaluate(catalog, test, &ranker))
-}
-
 /// Runs one retrain and writes its report into `opts.out`.
 pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     let started = Instant::now();
@@ -333,14 +310,14 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     let train_seconds = train_started.elapsed().as_secs_f64();
 
     // Evaluation: new, current, popularity on the same test pairs.
-    let new = score(&model, &catalog, &test)?;
+    let new = eval::evaluate_model(&model, &catalog, &test)?;
     let popularity = eval::evaluate(&catalog, &test, &PopularityRanker(&catalog.counts));
     let cur = current(&opts.models)?;
     let current_metrics = match cur {
         Some(c) => {
             let dir = generation_dir(&opts.models, c.generation);
             match checkpoint::load_latest(&dir, model.device())? {
-                Some((m, _, _)) => Some(score(&m, &catalog, &test)?),
+                Some((m, _, _)) => Some(eval::evaluate_model(&m, &catalog, &test)?),
                 None => bail!(
                     "the current generation {} has no loadable checkpoint in {}",
                     c.generation,

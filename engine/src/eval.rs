@@ -19,6 +19,7 @@ use recsys_schemas::Event;
 use serde::Serialize;
 
 use crate::ids::IdMap;
+use crate::model::Model;
 
 pub const K: usize = 10;
 
@@ -153,6 +154,39 @@ impl Ranker for PopularityRanker<'_> {
         }
         true
     }
+}
+
+/// Scores a trained model on the test pairs: its item vectors aligned to the catalog,
+/// the test users' vectors computed once (users it never saw are misses).
+pub fn evaluate_model(
+    model: &Model,
+    catalog: &Catalog,
+    test: &[(String, String)],
+) -> crate::Result<Metrics> {
+    let d = model.dim();
+    let rows: Vec<u32> = (0..model.item_ids().len() as u32).collect();
+    let items = catalog.align(model.item_ids(), &model.item_vectors(&rows)?, d);
+    // Each known test user's row, and its position in the vectors computed below.
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut user_rows = Vec::new();
+    for (u, _) in test {
+        if let Some(r) = model.user_ids().get(u)
+            && !position.contains_key(u.as_str())
+        {
+            position.insert(u, user_rows.len());
+            user_rows.push(r);
+        }
+    }
+    let vectors = model.user_vectors(&user_rows)?;
+    let ranker = VectorRanker {
+        items: &items,
+        dim: d,
+        user: |u: &str| {
+            let k = *position.get(u)?;
+            Some(vectors[k * d..(k + 1) * d].to_vec())
+        },
+    };
+    Ok(evaluate(catalog, test, &ranker))
 }
 
 /// Scores every test pair with `ranker` on two threads and averages the metrics.

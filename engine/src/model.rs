@@ -163,8 +163,8 @@ impl Model {
         self.user_vectors(&[row]).ok()
     }
 
-    /// Prequential scoring: for each event, the 0-based rank of its item among all items
-    /// the model knows, before training on it; `None` for a new user or item. Full
+    /// Prequential scoring: for each event, the 0-based rank of its item among all live
+    /// items the model knows, before training on it; `None` for a new user or item. Full
     /// ranking by brute force, so callers score a sample of each batch.
     pub fn ranks(&self, events: &[&Event]) -> Result<Vec<Option<usize>>> {
         let known: Vec<Option<(u32, u32)>> = events
@@ -180,7 +180,13 @@ impl Model {
             return Ok(vec![None; events.len()]);
         }
         let d = self.dim();
-        let all: Vec<u32> = (0..self.item_ids().len() as u32).collect();
+        // Live rows only: a row freed by expiry holds no item.
+        let ids = self.item_ids();
+        let all: Vec<u32> = (0..ids.len() as u32)
+            .filter(|&r| ids.id(r).is_some())
+            .collect();
+        let slot: std::collections::HashMap<u32, usize> =
+            all.iter().enumerate().map(|(k, &r)| (r, k)).collect();
         let items = self.item_vectors(&all)?;
         let users: Vec<u32> = known.iter().flatten().map(|k| k.0).collect();
         let user_vectors = self.user_vectors(&users)?;
@@ -194,7 +200,7 @@ impl Model {
                 let (_, item) = (*k)?;
                 let q = &user_vectors[next * d..(next + 1) * d];
                 next += 1;
-                Some(rank_of(q, &items, d, item as usize))
+                Some(rank_of(q, &items, d, slot[&item]))
             })
             .collect())
     }

@@ -7,11 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use recsys::allinone::topics;
 use recsys::archive;
-use recsys::config::Config;
-use recsys::demo::produce;
-use recsys::embedded::EmbeddedKafka;
 use recsys_engine::synth::SynthConfig;
 
 fn archiver(config: &Path, out: &Path, catch_up: bool) -> Command {
@@ -37,9 +33,7 @@ fn committed_total(out: &Path) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_keeps_every_event_exactly_once() {
-    let cfg = Config::default();
-    let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
-    let data = SynthConfig {
+    let (kafka, data, sent) = crate::broker_with_stream(SynthConfig {
         users: 400,
         items: 200,
         events: 20_000,
@@ -47,16 +41,8 @@ async fn sigkill_mid_stream_keeps_every_event_exactly_once() {
         days: 3,
         seed: 8,
         ..SynthConfig::default()
-    }
-    .generate()
-    .unwrap();
-    let sent = {
-        let (brokers, data) = (kafka.bootstrap_servers().to_owned(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3, None))
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("archive");
     let config = dir.path().join("recsys.toml");

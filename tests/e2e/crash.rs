@@ -9,10 +9,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use recsys::allinone::topics;
-use recsys::config::Config;
-use recsys::demo::produce;
-use recsys::embedded::EmbeddedKafka;
 use recsys::redis_server::RedisServer;
 use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::device::cpu_autodiff_device;
@@ -63,25 +59,15 @@ async fn two_tower_trainer_survives_sigkill_the_same_way() {
 
 async fn kill_and_resume(model_toml: &str) {
     let redis = RedisServer::start();
-    let cfg = Config::default();
-    let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
-    let data = SynthConfig {
+    let (kafka, data, sent) = crate::broker_with_stream(SynthConfig {
         users: 500,
         items: 300,
         events: 30_000,
         clusters: 6,
         seed: 21,
         ..SynthConfig::default()
-    }
-    .generate()
-    .unwrap();
-    let sent = {
-        let (brokers, data) = (kafka.bootstrap_servers().to_owned(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3, None))
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("checkpoints");
     let config = dir.path().join("recsys.toml");
