@@ -80,6 +80,9 @@ impl Pipeline {
         if follow_cfg.snapshot_dir.is_empty() {
             follow_cfg.snapshot_dir = cfg.trainer.snapshot_dir.clone();
         }
+        if follow_cfg.models_dir.is_empty() {
+            follow_cfg.models_dir = cfg.trainer.models_dir.clone();
+        }
         let follower = ItemFollower::new(follow_cfg, cfg.serving.generation, catalog.clone())?;
         let follow = follower.status();
         let follow_cancel = CancellationToken::new();
@@ -262,6 +265,16 @@ pub fn trainer_gauges(s: &TrainerStats) -> Vec<(&'static str, &'static str, f64)
             "recsys_trainer_prequential_scored",
             "Events ranked by the prequential evaluation since start.",
             s.prequential_scored.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_trainer_generation",
+            "Model generation the trainer evolves.",
+            s.generation.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_trainer_generation_switches",
+            "Generation switches followed since start (models/CURRENT flips).",
+            s.generation_switches.load(Ordering::Relaxed) as f64,
         ),
     ]
 }

@@ -351,7 +351,18 @@ pub fn read_days(
     batch_rows: usize,
     f: &mut dyn FnMut(&str, Vec<Event>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let next = committed(dir)?;
+    read_days_upto(dir, days, &committed(dir)?, batch_rows, f)
+}
+
+/// [`read_days`] limited to the files below `next` (the committed offsets read earlier),
+/// so files an archiver commits meanwhile are left out.
+pub fn read_days_upto(
+    dir: &Path,
+    days: &[String],
+    next: &BTreeMap<i32, i64>,
+    batch_rows: usize,
+    f: &mut dyn FnMut(&str, Vec<Event>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     for p in parts(dir)? {
         if !days.contains(&p.day) || p.first >= next.get(&p.partition).copied().unwrap_or(0) {
             continue;

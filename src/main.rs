@@ -486,7 +486,21 @@ async fn main() -> anyhow::Result<()> {
                 topic: cfg.trainer.topic.clone(),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
-            let report = tokio::task::spawn_blocking(move || recsys::retrain::run(&opts)).await??;
+            // Publishing writes every user's vector under the new generation's keys.
+            let users: Option<std::sync::Arc<dyn recsys_trainer::sink::UserVectorSink>> =
+                if cfg.store.redis_url.is_empty() {
+                    tracing::warn!(
+                        "store.redis_url is empty: a published generation's user vectors are \
+                         not written here; an online trainer following the models directory \
+                         writes them when it switches"
+                    );
+                    None
+                } else {
+                    Some(recsys::run::redis_writer(&cfg, &cfg.store.redis_url).await?)
+                };
+            let report =
+                tokio::task::spawn_blocking(move || recsys::retrain::run(&opts, users.as_deref()))
+                    .await??;
             eprintln!(
                 "{} | new NDCG@10 {:.4}, current {}, popularity {:.4} | {} events x {} epochs at {:.0} events/s, peak RSS {:.0} MiB",
                 report.decision,

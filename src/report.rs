@@ -213,6 +213,37 @@ pub fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
             ""
         }
     );
+    if r.published {
+        let _ = writeln!(s, "## What was published\n");
+        let _ = writeln!(
+            s,
+            "- `{}`: the checkpoint (its offsets are the archive's committed offsets when the retrain started, so an online trainer following the models directory replays exactly what came after) and a base index snapshot built from the new item vectors.",
+            recsys_engine::generations::generation_dir(&o.models, r.new_generation).display()
+        );
+        let _ = writeln!(
+            s,
+            "- After the evaluation, the model was also trained on the test day ({} events per epoch), so it has seen every archived event before the cutoff.",
+            r.refit_events
+        );
+        let _ = writeln!(
+            s,
+            "- {}",
+            if r.users_written > 0 {
+                format!(
+                    "{} user vectors written under the generation's keys (`u:{}:{{user}}`) before the switch.",
+                    r.users_written, r.new_generation
+                )
+            } else {
+                "No user store was configured (`store.redis_url`): user vectors are written by the online trainer when it switches.".to_owned()
+            }
+        );
+        let _ = writeln!(
+            s,
+            "- `CURRENT` now points at generation {}; `recsys rollback --models {}` switches back.\n",
+            r.new_generation,
+            o.models.display()
+        );
+    }
     let _ = writeln!(s, "## Plots\n");
     for p in &r.plots {
         match p.as_str() {

@@ -3,16 +3,10 @@
 //! quality gate, a report for people (`report.md`, `report.json`, PNG plots) and the
 //! generation switch; `recsys rollback` switches back.
 //!
-//! Generations live under the models directory:
-//!
-//! ```text
-//! models/CURRENT              {"generation": 3, "previous": 2}
-//! models/g3/ckpt-….bin        the model, with the archive's offsets at the cutoff
-//! models/g3/snapshots/g3-…/   base index snapshot (freshly trained IVF quantizers)
-//! ```
-//!
-//! The checkpoint's offsets are the archive's committed offsets when the retrain read it,
-//! so an online trainer warm-started from it replays exactly the events after the cutoff.
+//! Generations live under the models directory (`recsys_engine::generations`). The
+//! published checkpoint's offsets are the archive's committed offsets when the retrain
+//! started (the cutoff), and the model has seen every archived event below them, so an
+//! online trainer warm-started from it replays exactly the events after the cutoff.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -25,10 +19,13 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::device::{Backend, autodiff_device};
 use recsys_engine::eval::{self, Catalog, Metrics, PopularityRanker};
+use recsys_engine::generations::{self, Current, generation_dir};
 use recsys_engine::index::{IndexConfig, ItemIndex};
 use recsys_engine::model::{Model, ModelConfig};
 use recsys_engine::snapshot;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use recsys_trainer::sink::{UserUpdate, UserVectorSink};
 
 use crate::archive;
 
@@ -99,45 +96,17 @@ pub struct RetrainReport {
     pub total_seconds: f64,
     pub peak_rss_bytes: u64,
     pub margin: f64,
+    /// User vectors written under the new generation's keys (0 without a user store).
+    pub users_written: usize,
+    /// Test-day events the published model was also trained on (per epoch), after the
+    /// evaluation; 0 when not published.
+    pub refit_events: u64,
     pub plots: Vec<String>,
-}
-
-/// The generation pointer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Current {
-    pub generation: u64,
-    pub previous: Option<u64>,
-}
-
-const CURRENT: &str = "CURRENT";
-
-/// The current generation, if any was published.
-pub fn current(models: &Path) -> anyhow::Result<Option<Current>> {
-    let path = models.join(CURRENT);
-    match fs::read(&path) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("{}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
-    }
-}
-
-/// Flips the pointer in one atomic step (temporary file, fsync, rename, directory fsync).
-fn set_current(models: &Path, c: Current) -> anyhow::Result<()> {
-    fs::create_dir_all(models)?;
-    let path = models.join(CURRENT);
-    let tmp = models.join("CURRENT.tmp");
-    fs::write(&tmp, serde_json::to_vec(&c)?)?;
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    fs::File::open(models)?.sync_all()?;
-    Ok(())
 }
 
 /// `recsys rollback`: makes the previous generation current again.
 pub fn rollback(models: &Path) -> anyhow::Result<Current> {
-    let Some(c) = current(models)? else {
+    let Some(c) = generations::current(models)? else {
         bail!("{}: no generation was ever published", models.display());
     };
     let Some(previous) = c.previous else {
@@ -153,12 +122,8 @@ pub fn rollback(models: &Path) -> anyhow::Result<Current> {
         generation: previous,
         previous: Some(c.generation),
     };
-    set_current(models, back)?;
+    generations::set_current(models, back)?;
     Ok(back)
-}
-
-pub fn generation_dir(models: &Path, g: u64) -> PathBuf {
-    models.join(format!("g{g}"))
 }
 
 /// Peak resident set size of this process (`VmHWM`), bytes.
@@ -174,8 +139,12 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Runs one retrain and writes its report into `opts.out`.
-pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
+/// Runs one retrain and writes its report into `opts.out`. With `users`, publishing
+/// writes every user's vector there under the new generation's keys.
+pub fn run(
+    opts: &RetrainOptions,
+    users: Option<&dyn UserVectorSink>,
+) -> anyhow::Result<RetrainReport> {
     let started = Instant::now();
     opts.model.validate()?;
     if opts.days < 2 {
@@ -201,13 +170,19 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     // Pass 1: the catalog (items, each user's training items, counts) and the size.
     let mut catalog = Catalog::default();
     let mut events = 0u64;
-    archive::read_days(&opts.from, &train_days, opts.read_rows, &mut |_, batch| {
-        for e in &batch {
-            catalog.add(e);
-        }
-        events += batch.len() as u64;
-        Ok(())
-    })?;
+    archive::read_days_upto(
+        &opts.from,
+        &train_days,
+        &cutoff,
+        opts.read_rows,
+        &mut |_, batch| {
+            for e in &batch {
+                catalog.add(e);
+            }
+            events += batch.len() as u64;
+            Ok(())
+        },
+    )?;
     if events == 0 {
         bail!("no training events in {:?}", train_days);
     }
@@ -215,9 +190,10 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     let mut test: Vec<(String, String)> = Vec::new();
     let mut tested: HashSet<String> = HashSet::new();
     let mut test_events: Vec<recsys_schemas::Event> = Vec::new();
-    archive::read_days(
+    archive::read_days_upto(
         &opts.from,
         std::slice::from_ref(&test_day),
+        &cutoff,
         opts.read_rows,
         &mut |_, batch| {
             test_events.extend(batch);
@@ -254,7 +230,6 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     // Training: E epochs streaming the files; each read batch is shuffled.
     let mut model = Model::new(&opts.model, autodiff_device(opts.backend)?)?;
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let mut epochs = Vec::with_capacity(opts.epochs);
     let bar = if opts.progress {
         ProgressBar::new(events * opts.epochs as u64)
     } else {
@@ -267,71 +242,44 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
         .progress_chars("=> "),
     );
     let train_started = Instant::now();
-    for epoch in 0..opts.epochs {
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, opts.epochs));
-        let t = Instant::now();
-        let (mut loss, mut steps, mut seen) = (0.0f64, 0u64, 0u64);
-        archive::read_days(
-            &opts.from,
-            &train_days,
-            opts.read_rows,
-            &mut |_, mut batch| {
-                batch.shuffle(&mut rng);
-                for chunk in batch.chunks(opts.batch) {
-                    let s = model.train_events(chunk)?.0;
-                    if s.loss.is_finite() {
-                        loss += f64::from(s.loss);
-                        steps += 1;
-                    }
-                    seen += chunk.len() as u64;
-                    bar.inc(chunk.len() as u64);
-                }
-                bar.set_message(format!("loss {:.4}", loss / steps.max(1) as f64));
-                Ok(())
-            },
-        )?;
-        let seconds = t.elapsed().as_secs_f64();
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            loss: loss / steps.max(1) as f64,
-            events: seen,
-            seconds,
-            events_per_s: seen as f64 / seconds.max(1e-9),
-        };
-        tracing::info!(
-            epoch = stats.epoch,
-            loss = stats.loss,
-            events_per_s = stats.events_per_s,
-            "epoch done"
-        );
-        epochs.push(stats);
-    }
+    let epochs = train_epochs(opts, &mut model, &train_days, &cutoff, &mut rng, &bar)?;
     bar.finish_and_clear();
     let train_seconds = train_started.elapsed().as_secs_f64();
 
     // Evaluation: new, current, popularity on the same test pairs.
     let new = eval::evaluate_model(&model, &catalog, &test)?;
     let popularity = eval::evaluate(&catalog, &test, &PopularityRanker(&catalog.counts));
-    let cur = current(&opts.models)?;
-    let current_metrics = match cur {
+    let cur = generations::current(&opts.models)?;
+    // The current generation's newest checkpoint: with an online trainer following the
+    // models directory, that is the online model as it stands tonight.
+    let current_model = match cur {
         Some(c) => {
-            let dir = generation_dir(&opts.models, c.generation);
-            match checkpoint::load_latest(&dir, model.device())? {
-                Some((m, _, _)) => Some(eval::evaluate_model(&m, &catalog, &test)?),
-                None => bail!(
-                    "the current generation {} has no loadable checkpoint in {}",
-                    c.generation,
-                    dir.display()
-                ),
-            }
+            checkpoint::load_latest(&generation_dir(&opts.models, c.generation), model.device())?
         }
         None => None,
     };
-    let new_generation = cur.map_or(1, |c| c.generation + 1);
+    if let (Some(c), None) = (cur, &current_model) {
+        tracing::warn!(
+            generation = c.generation,
+            "the current generation has no checkpoint yet: nothing to compare against"
+        );
+    }
+    let current_metrics = match &current_model {
+        Some((m, _, _)) => Some(eval::evaluate_model(m, &catalog, &test)?),
+        None => None,
+    };
+    drop(current_model);
+    let new_generation = generations::next_generation(&opts.models)?;
     let (pass, why) = match current_metrics {
         None => (
             true,
-            "no current generation: the first one is published".to_owned(),
+            match cur {
+                None => "no current generation: the first one is published".to_owned(),
+                Some(c) => format!(
+                    "the current generation {} has no checkpoint to compare against",
+                    c.generation
+                ),
+            },
         ),
         Some(c) if new.ndcg_at_10 + opts.margin >= c.ndcg_at_10 => (
             true,
@@ -357,9 +305,30 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     } else {
         format!("kept generation {}: {why}", cur.map_or(0, |c| c.generation))
     };
+    let mut users_written = 0;
+    let mut refit_events = 0;
     if published {
-        publish(opts, &model, new_generation, &cutoff)?;
-        set_current(
+        // The gate has judged the recipe; the published model also learns the test day,
+        // so it has seen every archived event below the cutoff its offsets name and the
+        // online trainer replays only what came after.
+        let t = Instant::now();
+        let bar = ProgressBar::hidden();
+        let refit = train_epochs(
+            opts,
+            &mut model,
+            std::slice::from_ref(&test_day),
+            &cutoff,
+            &mut rng,
+            &bar,
+        )?;
+        refit_events = refit.first().map_or(0, |e| e.events);
+        tracing::info!(
+            events = refit_events,
+            seconds = t.elapsed().as_secs_f64(),
+            "trained on the test day before publishing"
+        );
+        users_written = publish(opts, users, &model, new_generation, &cutoff)?;
+        generations::set_current(
             &opts.models,
             Current {
                 generation: new_generation,
@@ -394,6 +363,8 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
         total_seconds: 0.0,
         peak_rss_bytes: 0,
         margin: opts.margin,
+        users_written,
+        refit_events,
         plots: Vec::new(),
     };
     report.plots = crate::report::plots(&opts.out, &report)?;
@@ -410,14 +381,86 @@ pub fn run(opts: &RetrainOptions) -> anyhow::Result<RetrainReport> {
     Ok(report)
 }
 
-/// Writes generation `g`: the checkpoint (with the archive cutoff as its offsets) and a
-/// base index snapshot built from scratch.
+/// `opts.epochs` passes over `days` (events below `cutoff` only), each read batch
+/// shuffled, with the progress bar advanced per step.
+fn train_epochs(
+    opts: &RetrainOptions,
+    model: &mut Model,
+    days: &[String],
+    cutoff: &BTreeMap<i32, i64>,
+    rng: &mut StdRng,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<EpochStats>> {
+    let mut epochs = Vec::with_capacity(opts.epochs);
+    for epoch in 0..opts.epochs {
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, opts.epochs));
+        let t = Instant::now();
+        let (mut loss, mut steps, mut seen) = (0.0f64, 0u64, 0u64);
+        archive::read_days_upto(
+            &opts.from,
+            days,
+            cutoff,
+            opts.read_rows,
+            &mut |_, mut batch| {
+                batch.shuffle(rng);
+                for chunk in batch.chunks(opts.batch) {
+                    let s = model.train_events(chunk)?.0;
+                    if s.loss.is_finite() {
+                        loss += f64::from(s.loss);
+                        steps += 1;
+                    }
+                    seen += chunk.len() as u64;
+                    bar.inc(chunk.len() as u64);
+                }
+                bar.set_message(format!("loss {:.4}", loss / steps.max(1) as f64));
+                Ok(())
+            },
+        )?;
+        let seconds = t.elapsed().as_secs_f64();
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            loss: loss / steps.max(1) as f64,
+            events: seen,
+            seconds,
+            events_per_s: seen as f64 / seconds.max(1e-9),
+        };
+        tracing::info!(
+            epoch = stats.epoch,
+            loss = stats.loss,
+            events_per_s = stats.events_per_s,
+            "epoch done"
+        );
+        epochs.push(stats);
+    }
+    Ok(epochs)
+}
+
+/// Users per user-vector write while publishing (bounds the memory it takes).
+const USER_CHUNK: usize = 10_000;
+
+/// Runs `f` to completion from this (blocking, non-async) thread: on the caller's runtime
+/// when there is one, else on a small one made for it.
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => Ok(h.block_on(f)),
+        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(f)),
+    }
+}
+
+/// Writes generation `g` completely before anything points at it: the checkpoint (with
+/// the archive cutoff as its offsets), a base index snapshot built from scratch
+/// (quantizers trained on the new vectors), and every user's vector under the new
+/// generation's keys when a user store is given. Returns the users written.
 fn publish(
     opts: &RetrainOptions,
+    users: Option<&dyn UserVectorSink>,
     model: &Model,
     g: u64,
     cutoff: &BTreeMap<i32, i64>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let dir = generation_dir(&opts.models, g);
     let meta = CheckpointMeta {
         generation: g,
@@ -439,15 +482,49 @@ fn publish(
         let vectors = model.item_vectors(&rows)?;
         let keys: Vec<u64> = rows.iter().map(|&r| u64::from(r)).collect();
         let index = ItemIndex::build(model.dim(), &opts.index, &keys, &vectors)?;
-        snapshot::write(&dir.join("snapshots"), g, &ids, &index, &BTreeMap::new(), 1)?;
+        snapshot::write(
+            &generations::snapshot_dir(&opts.models, g),
+            g,
+            &ids,
+            &index,
+            &BTreeMap::new(),
+            1,
+        )?;
     }
-    Ok(())
+    let Some(sink) = users else {
+        return Ok(0);
+    };
+    let user_ids = model.user_ids();
+    let live: Vec<u32> = (0..user_ids.len() as u32)
+        .filter(|&r| user_ids.id(r).is_some())
+        .collect();
+    let d = model.dim();
+    for rows in live.chunks(USER_CHUNK) {
+        let vectors = model.user_vectors(rows)?;
+        let updates: Vec<UserUpdate> = rows
+            .iter()
+            .zip(vectors.chunks_exact(d))
+            .filter_map(|(&r, v)| {
+                Some(UserUpdate {
+                    user_id: user_ids.id(r)?.to_owned(),
+                    vector: v.to_vec(),
+                    new_items: Vec::new(),
+                })
+            })
+            .collect();
+        block_on(sink.publish(g, &updates))?
+            .with_context(|| format!("writing the user vectors of generation {g}"))?;
+    }
+    Ok(live.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use recsys_engine::store::MemoryUserStore;
     use recsys_engine::synth::SynthConfig;
+    use recsys_trainer::sink::MemoryUserVectorSink;
+    use std::sync::Arc;
 
     fn options(
         from: &Path,
@@ -498,9 +575,20 @@ mod tests {
 
         // First retrain: no current generation, so it is published as generation 1.
         let out1 = dir.path().join("r1");
-        let r = run(&options(&archive_dir, out1.clone(), &models, 3, false)).unwrap();
+        let store = Arc::new(MemoryUserStore::new());
+        let sink = MemoryUserVectorSink {
+            store: store.clone(),
+            history_len: 10,
+        };
+        let r = run(
+            &options(&archive_dir, out1.clone(), &models, 3, false),
+            Some(&sink),
+        )
+        .unwrap();
         assert!(r.published, "{}", r.decision);
         assert_eq!(r.new_generation, 1);
+        // Every user's vector is under the new generation's keys, as the model has it.
+        assert_eq!(r.users_written, r.users);
         for f in ["report.json", "report.md", "loss.png", "metrics.png"] {
             assert!(out1.join(f).metadata().unwrap().len() > 0, "{f}");
         }
@@ -526,7 +614,10 @@ mod tests {
         ] {
             assert!(!json[key].is_null(), "{key}");
         }
-        assert_eq!(current(&models).unwrap().unwrap().generation, 1);
+        assert_eq!(
+            generations::current(&models).unwrap().unwrap().generation,
+            1
+        );
         let md = fs::read_to_string(out1.join("report.md")).unwrap();
         assert!(md.contains("Published as generation 1"), "{md}");
         // The checkpoint carries the archive's cutoff for the online trainer.
@@ -540,35 +631,51 @@ mod tests {
             meta.offsets.get("events/0"),
             Some(&(data.train.len() as i64))
         );
+        let published = checkpoint::load_latest(
+            &generation_dir(&models, 1),
+            &recsys_engine::device::cpu_autodiff_device(),
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        let row = published.user_ids().get(&data.train[0].user_id).unwrap();
+        assert_eq!(
+            store.get(1, &data.train[0].user_id).vector,
+            Some(published.user_vectors(&[row]).unwrap())
+        );
+        assert_eq!(store.get(2, &data.train[0].user_id).vector, None);
 
         // A deliberately worse model (0 epochs) is refused and generation 1 stays.
-        let r = run(&options(
-            &archive_dir,
-            dir.path().join("r2"),
-            &models,
-            0,
-            false,
-        ))
+        let r = run(
+            &options(&archive_dir, dir.path().join("r2"), &models, 0, false),
+            None,
+        )
         .unwrap();
         assert!(!r.published, "{}", r.decision);
         assert!(r.current.unwrap().ndcg_at_10 > r.new.ndcg_at_10);
-        assert_eq!(current(&models).unwrap().unwrap().generation, 1);
+        assert_eq!(
+            generations::current(&models).unwrap().unwrap().generation,
+            1
+        );
         let md = fs::read_to_string(dir.path().join("r2/report.md")).unwrap();
         assert!(md.contains("Not published"), "{md}");
 
         // --force publishes it anyway; rollback restores generation 1.
-        let r = run(&options(
-            &archive_dir,
-            dir.path().join("r3"),
-            &models,
-            0,
-            true,
-        ))
+        let r = run(
+            &options(&archive_dir, dir.path().join("r3"), &models, 0, true),
+            None,
+        )
         .unwrap();
         assert!(r.published && r.forced, "{}", r.decision);
-        assert_eq!(current(&models).unwrap().unwrap().generation, 2);
+        assert_eq!(
+            generations::current(&models).unwrap().unwrap().generation,
+            2
+        );
         let back = rollback(&models).unwrap();
         assert_eq!(back.generation, 1);
-        assert_eq!(current(&models).unwrap().unwrap().generation, 1);
+        assert_eq!(
+            generations::current(&models).unwrap().unwrap().generation,
+            1
+        );
     }
 }

@@ -50,7 +50,7 @@ fn require_redis<'a>(cfg: &'a Config, command: &str) -> anyhow::Result<&'a str> 
     Ok(&cfg.store.redis_url)
 }
 
-async fn redis_writer(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorSink>> {
+pub async fn redis_writer(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorSink>> {
     let writer =
         RedisUserVectorSink::connect(url, cfg.trainer.user_vector_ttl_s, cfg.trainer.history_len)
             .await

@@ -6,6 +6,7 @@ mod bytes;
 pub mod checkpoint;
 pub mod device;
 pub mod eval;
+pub mod generations;
 pub mod ids;
 pub mod index;
 pub mod loss;

@@ -66,6 +66,28 @@ impl Popularity {
             .collect()
     }
 
+    /// The same scores under other rows (another model's id map): `to(row)` is the
+    /// item's new row, `None` drops it.
+    pub fn remap(&self, to: impl Fn(u32) -> Option<u32>) -> Self {
+        let mut out = Self {
+            scores: Vec::new(),
+            half_life_ms: self.half_life_ms,
+            t0: self.t0,
+        };
+        for (row, &s) in self.scores.iter().enumerate() {
+            if s > 0.0
+                && let Some(new) = to(row as u32)
+            {
+                let new = new as usize;
+                if new >= out.scores.len() {
+                    out.scores.resize(new + 1, 0.0);
+                }
+                out.scores[new] += s;
+            }
+        }
+        out
+    }
+
     /// Forgets an item (its id expired and the row may be reused).
     pub fn reset(&mut self, item_row: u32) {
         if let Some(s) = self.scores.get_mut(item_row as usize) {
@@ -120,5 +142,19 @@ mod tests {
         let top = p.top_k(3, &HashSet::new());
         assert_eq!(top[0].0, 2);
         assert!(top.iter().all(|(_, s)| s.is_finite()));
+    }
+
+    #[test]
+    fn remap_moves_scores_to_new_rows_and_drops_unmapped() {
+        let mut p = Popularity::new(f64::INFINITY);
+        for (item, n) in [(0u32, 1), (1, 5), (2, 3)] {
+            for _ in 0..n {
+                p.add(item, 1.0, 0);
+            }
+        }
+        // Row 0 → 7, row 1 → 3, row 2 is unknown to the other model.
+        let q = p.remap(|r| [Some(7), Some(3), None][r as usize]);
+        let top: Vec<(u32, f32)> = q.top_k(5, &HashSet::new());
+        assert_eq!(top, vec![(3, 1.0), (7, 0.2)]);
     }
 }

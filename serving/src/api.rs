@@ -264,6 +264,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             f.rejected.load(Ordering::Relaxed) as f64,
         ),
         (
+            "recsys_generation_switches",
+            "Generation switches followed since start (models/CURRENT flips).",
+            f.generation_switches.load(Ordering::Relaxed) as f64,
+        ),
+        (
             "recsys_item_vector_delay_ms",
             "Publish-to-searchable delay of the newest applied batch.",
             f.last_delay_ms.load(Ordering::Relaxed) as f64,

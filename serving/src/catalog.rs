@@ -177,6 +177,21 @@ impl CatalogHolder {
         Ok(())
     }
 
+    /// Switches to another generation in one step: its ids and index (a base snapshot,
+    /// or none) replace the current ones together with the generation number, so a query
+    /// sees either the old generation or the new one, with the user-key prefix to match.
+    /// The popular list and the categories stay until the new generation sends its own.
+    pub fn switch(&self, generation: u64, ids: IdMap, index: Option<ItemIndex>) {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.load();
+        self.current.store(Arc::new(Catalog {
+            generation,
+            ids: Arc::new(ids),
+            index: index.map(Arc::new),
+            ..self.next(&cur)
+        }));
+    }
+
     /// Replaces the popular list.
     pub fn set_popular(&self, generation: u64, popular: Vec<(String, f32)>) -> Result<()> {
         let (_guard, cur) = self.begin(generation, "popular list")?;
@@ -279,6 +294,31 @@ mod tests {
         let top = index.search(&[1.0, 0.0, 0.0, 0.0], 1).unwrap()[0].0;
         assert_eq!(c2.ids.id(top as u32), Some("a"));
         assert_eq!(c.item_count(), 2);
+    }
+
+    #[test]
+    fn switch_changes_generation_and_index_together() {
+        let h = CatalogHolder::new(1, IndexConfig::default());
+        h.apply_items(1, vec![("a".into(), v(1.0))]).unwrap();
+        h.set_popular(1, vec![("a".into(), 1.0)]).unwrap();
+        let mut ids = IdMap::new();
+        let row = ids.get_or_insert("b");
+        let index =
+            ItemIndex::build(4, &IndexConfig::default(), &[u64::from(row)], &v(2.0)).unwrap();
+        h.switch(2, ids, Some(index));
+        let c = h.load();
+        assert_eq!((c.generation, c.item_count()), (2, 1));
+        assert_eq!(c.ids.get("b"), Some(row));
+        assert_eq!(c.ids.get("a"), None);
+        assert_eq!(
+            c.popular.len(),
+            1,
+            "the popular list stays until the new one arrives"
+        );
+        // Writers of the old generation are refused from now on.
+        assert!(h.apply_items(1, vec![("c".into(), v(0.0))]).is_err());
+        h.apply_items(2, vec![("c".into(), v(0.0))]).unwrap();
+        assert_eq!(h.load().item_count(), 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! it started following: `/readyz` answers 503 until then.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use recsys_engine::snapshot;
+use recsys_engine::ids::IdMap;
+use recsys_engine::{generations, snapshot};
 use recsys_schemas::ItemMeta;
 use recsys_schemas::contract::{ItemVectorMessage, POPULAR_KEY, PopularMessage};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::catalog::CatalogHolder;
 use crate::{Result, ServingError};
@@ -38,6 +39,14 @@ pub struct FollowConfig {
     /// Directory of base index snapshots; empty: start from an empty index and replay the
     /// whole topic.
     pub snapshot_dir: String,
+    /// The models directory of nightly retrains (`models/CURRENT`, `models/g{N}/`);
+    /// empty: serve the configured generation only. When set, the replica serves the
+    /// current generation, loads its base snapshots from `models/g{N}/snapshots`, and
+    /// follows a flip of `CURRENT` once the new generation's snapshot is there: index and
+    /// user-key prefix switch together. `snapshot_dir` must then be empty.
+    pub models_dir: String,
+    /// How often `models/CURRENT` is read.
+    pub generation_poll_ms: u64,
     /// A batch is applied when it holds this many changes…
     pub apply_batch: usize,
     /// …or when its oldest change has waited this long.
@@ -52,6 +61,8 @@ impl Default for FollowConfig {
             popular_topic: recsys_schemas::contract::POPULAR_TOPIC.into(),
             items_topic: recsys_schemas::contract::ITEMS_TOPIC.into(),
             snapshot_dir: String::new(),
+            models_dir: String::new(),
+            generation_poll_ms: 1_000,
             apply_batch: 20_000,
             apply_interval_ms: 100,
         }
@@ -71,6 +82,15 @@ impl FollowConfig {
                 "popular_topic",
                 "must be set and differ from item_vectors_topic",
             );
+        }
+        if !self.models_dir.is_empty() && !self.snapshot_dir.is_empty() {
+            return bad(
+                "snapshot_dir",
+                "must be empty when models_dir is set (snapshots live under models_dir/g{generation}/snapshots)",
+            );
+        }
+        if self.generation_poll_ms == 0 {
+            return bad("generation_poll_ms", "must be positive");
         }
         if self.apply_batch == 0 {
             return bad("apply_batch", "must be at least 1");
@@ -97,8 +117,10 @@ pub struct FollowStatus {
     /// Milliseconds from the trainer publishing the newest applied vector to it being
     /// searchable here; -1 until a vector has been applied.
     pub last_delay_ms: AtomicI64,
-    /// Generation and sequence number of the snapshot loaded at start (-1: none).
+    /// Sequence number of the last snapshot loaded (-1: none).
     pub snapshot_seq: AtomicI64,
+    /// Generation switches followed (`models/CURRENT` flips).
+    pub generation_switches: AtomicU64,
 }
 
 impl FollowStatus {
@@ -117,6 +139,9 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Per followed (topic, partition): the first offset read and the watermark to reach.
+type Followed = BTreeMap<(String, i32), (i64, i64)>;
 
 /// Changes collected since the last swap, collapsed to the last change per item so a
 /// batch applies exactly as the messages would one by one, in order.
@@ -146,6 +171,23 @@ impl ItemFollower {
                 "serving.follow.brokers: must be set".into(),
             ));
         }
+        // With a models directory, the current generation is served from the start.
+        let mut generation = generation;
+        if !cfg.models_dir.is_empty() {
+            let models = Path::new(&cfg.models_dir);
+            match generations::current(models) {
+                Ok(Some(c)) => generation = c.generation,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ServingError::Config(format!(
+                        "serving.follow.models_dir: {e}"
+                    )));
+                }
+            }
+            if catalog.load().generation != generation {
+                catalog.switch(generation, IdMap::new(), None);
+            }
+        }
         Ok(Self {
             cfg,
             generation,
@@ -162,12 +204,25 @@ impl ItemFollower {
         self.status.clone()
     }
 
+    /// Where this generation's base snapshots are.
+    fn snapshot_dir(&self) -> Option<PathBuf> {
+        if !self.cfg.models_dir.is_empty() {
+            Some(generations::snapshot_dir(
+                Path::new(&self.cfg.models_dir),
+                self.generation,
+            ))
+        } else if !self.cfg.snapshot_dir.is_empty() {
+            Some(PathBuf::from(&self.cfg.snapshot_dir))
+        } else {
+            None
+        }
+    }
+
     /// Loads the newest valid snapshot, if any, and returns the offsets to resume from.
     async fn load_snapshot(&self) -> BTreeMap<i32, i64> {
-        if self.cfg.snapshot_dir.is_empty() {
+        let Some(dir) = self.snapshot_dir() else {
             return BTreeMap::new();
-        }
-        let dir = PathBuf::from(&self.cfg.snapshot_dir);
+        };
         let generation = self.generation;
         let index_cfg = self.catalog.index_config().clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -195,7 +250,7 @@ impl ItemFollower {
                 }
             }
             Ok(Ok(None)) => {
-                info!(dir = %self.cfg.snapshot_dir, generation, "no valid index snapshot; replaying the item-vector topic");
+                info!(dir = %self.snapshot_dir().unwrap_or_default().display(), generation, "no valid index snapshot; replaying the item-vector topic");
                 BTreeMap::new()
             }
             Ok(Err(e)) => {
@@ -249,9 +304,60 @@ impl ItemFollower {
         }
     }
 
+    /// The partitions to read and where to start: item vectors from `start` (a
+    /// snapshot's offsets; the beginning where it has none), item metadata from
+    /// `items_from` (the beginning where absent), the popular list's newest message.
+    /// Also returns, per followed (topic, partition), the first offset and the watermark
+    /// that readiness waits for.
+    async fn assignment(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        start: &BTreeMap<i32, i64>,
+        items_from: &BTreeMap<i32, i64>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(TopicPartitionList, Followed)>> {
+        let kafka = |e: rdkafka::error::KafkaError| ServingError::Internal(format!("kafka: {e}"));
+        let topic = &self.cfg.item_vectors_topic;
+        let Some(marks) = Self::partitions(consumer, topic, false, cancel).await else {
+            return Ok(None);
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut followed = Followed::new();
+        for (&p, &(low, high)) in &marks {
+            let offset = start
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            tpl.add_partition_offset(topic, p, offset).map_err(kafka)?;
+            let from = start.get(&p).copied().unwrap_or(low).max(low);
+            followed.insert((topic.clone(), p), (from, high));
+        }
+        // Categories: the whole compacted topic at start (it holds one message per item).
+        let items_topic = &self.cfg.items_topic;
+        if !items_topic.is_empty()
+            && let Some(marks) = Self::partitions(consumer, items_topic, true, cancel).await
+        {
+            for (&p, &(low, high)) in &marks {
+                let offset = items_from
+                    .get(&p)
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                tpl.add_partition_offset(items_topic, p, offset)
+                    .map_err(kafka)?;
+                let from = items_from.get(&p).copied().unwrap_or(low).max(low);
+                followed.insert((items_topic.clone(), p), (from, high));
+            }
+        }
+        // The popular list: only the newest message matters.
+        let popular = Self::partitions(consumer, &self.cfg.popular_topic, false, cancel).await;
+        for &p in popular.iter().flat_map(BTreeMap::keys) {
+            tpl.add_partition_offset(&self.cfg.popular_topic, p, Offset::OffsetTail(1))
+                .map_err(kafka)?;
+        }
+        Ok(Some((tpl, followed)))
+    }
+
     /// Follows until `cancel` fires. Never returns an error for a bad message: it is
     /// logged, counted and skipped.
-    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<()> {
         let start = self.load_snapshot().await;
         let kafka = |e: rdkafka::error::KafkaError| ServingError::Internal(format!("kafka: {e}"));
         // No consumer group: every replica reads every partition, from its own offsets.
@@ -265,40 +371,19 @@ impl ItemFollower {
                 .create()
                 .map_err(kafka)?,
         );
-        let topic = self.cfg.item_vectors_topic.clone();
-        let Some(marks) = Self::partitions(&consumer, &topic, false, &cancel).await else {
+        let Some((tpl, followed)) = self
+            .assignment(&consumer, &start, &BTreeMap::new(), &cancel)
+            .await?
+        else {
             return Ok(());
         };
-        let mut tpl = TopicPartitionList::new();
-        // (topic, partition) → (first offset to read, watermark to reach for readiness)
-        let mut followed: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
-        for (&p, &(low, high)) in &marks {
-            let offset = start
-                .get(&p)
-                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
-            tpl.add_partition_offset(&topic, p, offset).map_err(kafka)?;
-            let from = start.get(&p).copied().unwrap_or(low).max(low);
-            followed.insert((topic.clone(), p), (from, high));
-        }
-        // Categories: the whole compacted topic, every time (it holds one message per item).
-        let items_topic = self.cfg.items_topic.clone();
-        if !items_topic.is_empty()
-            && let Some(marks) = Self::partitions(&consumer, &items_topic, true, &cancel).await
-        {
-            for (&p, &(low, high)) in &marks {
-                tpl.add_partition_offset(&items_topic, p, Offset::Beginning)
-                    .map_err(kafka)?;
-                followed.insert((items_topic.clone(), p), (low, high));
-            }
-        }
-        // The popular list: only the newest message matters.
-        let popular = Self::partitions(&consumer, &self.cfg.popular_topic, false, &cancel).await;
-        for &p in popular.iter().flat_map(BTreeMap::keys) {
-            tpl.add_partition_offset(&self.cfg.popular_topic, p, Offset::OffsetTail(1))
-                .map_err(kafka)?;
-        }
         consumer.assign(&tpl).map_err(kafka)?;
-        info!(?followed, ?start, "following item vectors");
+        info!(
+            ?followed,
+            ?start,
+            generation = self.generation,
+            "following item vectors"
+        );
 
         // Caught up per partition once the next offset reaches the watermark seen now.
         let mut position: BTreeMap<(String, i32), i64> = followed
@@ -314,7 +399,13 @@ impl ItemFollower {
             self.mark_ready();
         }
 
+        let topic = self.cfg.item_vectors_topic.clone();
+        let items_topic = self.cfg.items_topic.clone();
         let interval = Duration::from_millis(self.cfg.apply_interval_ms);
+        let generation_poll = Duration::from_millis(self.cfg.generation_poll_ms);
+        let mut last_poll = Instant::now();
+        // A generation CURRENT points at whose snapshot is not there (yet).
+        let mut waiting_for: Option<u64> = None;
         let mut pending = Pending::default();
         loop {
             let wait = pending
@@ -346,10 +437,118 @@ impl ItemFollower {
                     self.mark_ready();
                 }
             }
+            if !self.cfg.models_dir.is_empty() && last_poll.elapsed() >= generation_poll {
+                last_poll = Instant::now();
+                if let Some(to) = self.generation_to_follow(&mut waiting_for) {
+                    // Changes read so far belong to the old generation's catalog.
+                    if !pending.changes.is_empty() || !pending.categories.is_empty() {
+                        self.apply(std::mem::take(&mut pending), &mut position)
+                            .await;
+                    }
+                    self.switch(to, &consumer, &mut waiting_for).await?;
+                }
+            }
         }
         if !pending.changes.is_empty() || !pending.categories.is_empty() {
             self.apply(pending, &mut position).await;
         }
+        Ok(())
+    }
+
+    /// The generation `models/CURRENT` points at when it is not the one served (and not
+    /// one already found incomplete).
+    fn generation_to_follow(&self, waiting_for: &mut Option<u64>) -> Option<u64> {
+        match generations::current(Path::new(&self.cfg.models_dir)) {
+            Ok(Some(c))
+                if c.generation != self.generation && *waiting_for != Some(c.generation) =>
+            {
+                Some(c.generation)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                debug!(error = %e, "cannot read the generation pointer; will retry");
+                None
+            }
+        }
+    }
+
+    /// Switches the catalog to generation `to` once its base snapshot loads: index, ids
+    /// and generation (hence the user-key prefix) change in one swap. The item-vector
+    /// partitions are then re-read from the snapshot's offsets (the beginning where it
+    /// has none), keeping that generation's messages; item metadata and the popular list
+    /// continue where they were. A generation without a loadable snapshot is not switched to: the replica
+    /// keeps serving the old one and retries when `CURRENT` changes again.
+    async fn switch(
+        &mut self,
+        to: u64,
+        consumer: &Arc<StreamConsumer>,
+        waiting_for: &mut Option<u64>,
+    ) -> Result<()> {
+        let dir = generations::snapshot_dir(Path::new(&self.cfg.models_dir), to);
+        let index_cfg = self.catalog.index_config().clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || snapshot::load_latest(&dir, to, None, &index_cfg))
+                .await
+                .map_err(|e| ServingError::Internal(format!("snapshot task: {e}")))?;
+        let snap = match loaded {
+            Ok(Some(snap)) => snap,
+            Ok(None) => {
+                warn!(
+                    generation = to,
+                    serving = self.generation,
+                    "CURRENT points at a generation without a base snapshot; not switching"
+                );
+                *waiting_for = Some(to);
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(generation = to, error = %e, "cannot list the new generation's snapshots; not switching");
+                *waiting_for = Some(to);
+                return Ok(());
+            }
+        };
+        let from = self.generation;
+        let start = snap.manifest.offsets.clone();
+        self.status
+            .snapshot_seq
+            .store(snap.manifest.seq as i64, Ordering::Relaxed);
+        self.catalog.switch(to, snap.ids, Some(snap.index));
+        self.generation = to;
+        *waiting_for = None;
+        self.status
+            .generation_switches
+            .fetch_add(1, Ordering::Relaxed);
+        // Seek rather than re-assign: item metadata and the popular list keep their
+        // positions, and librdkafka need not stop and restart every partition.
+        let topic = self.cfg.item_vectors_topic.clone();
+        let partitions: Vec<i32> = consumer
+            .assignment()
+            .map_err(|e| ServingError::Internal(format!("kafka: {e}")))?
+            .elements_for_topic(&topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        for p in partitions {
+            let offset = start
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            let mut attempt = 0;
+            while let Err(e) = consumer.seek(&topic, p, offset, Duration::from_secs(5)) {
+                attempt += 1;
+                if attempt == 5 {
+                    error!(partition = p, error = %e, "cannot re-read the item-vector partition; the new generation's earlier vectors stay missing until they change again");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        info!(
+            from,
+            to,
+            items = snap.manifest.item_count,
+            ?start,
+            "switched generation"
+        );
         Ok(())
     }
 

@@ -5,6 +5,7 @@ mod api;
 mod archive;
 mod crash;
 mod follow;
+mod generations;
 mod pipeline;
 mod redis_store;
 

@@ -43,6 +43,16 @@ pub struct TrainerConfig {
     /// Directory of checkpoints (model + stream position); empty: none written, and a
     /// restart starts from the committed group offsets with a fresh model.
     pub checkpoint_dir: String,
+    /// The models directory of nightly retrains (`models/CURRENT`, `models/g{N}/`);
+    /// empty: off. When set, the trainer evolves the current generation (`generation` only
+    /// names the first one, when nothing is current yet), keeps its checkpoints in
+    /// `models/g{N}` and its snapshots in `models/g{N}/snapshots`, and follows a flip of
+    /// `CURRENT`: it warm-starts from the new generation's checkpoint and replays the
+    /// events after that checkpoint's offsets. `checkpoint_dir` and `snapshot_dir` must
+    /// then be empty.
+    pub models_dir: String,
+    /// How often `models/CURRENT` is read.
+    pub generation_poll_ms: u64,
     /// A checkpoint is written at most this often, and on shutdown.
     pub checkpoint_interval_ms: u64,
     pub checkpoint_keep: usize,
@@ -83,6 +93,8 @@ impl Default for TrainerConfig {
             snapshot_interval_ms: 300_000,
             snapshot_keep: 3,
             checkpoint_dir: String::new(),
+            models_dir: String::new(),
+            generation_poll_ms: 1_000,
             checkpoint_interval_ms: 60_000,
             checkpoint_keep: 3,
             expire_after_s: 0,
@@ -160,6 +172,23 @@ impl TrainerConfig {
         }
         if self.checkpoint_interval_ms == 0 {
             return bad("checkpoint_interval_ms", "must be positive");
+        }
+        if !self.models_dir.is_empty() {
+            for (key, value) in [
+                ("checkpoint_dir", &self.checkpoint_dir),
+                ("snapshot_dir", &self.snapshot_dir),
+            ] {
+                if !value.is_empty() {
+                    return bad(
+                        key,
+                        "must be empty when trainer.models_dir is set (it lives under \
+                         models_dir/g{generation})",
+                    );
+                }
+            }
+        }
+        if self.generation_poll_ms == 0 {
+            return bad("generation_poll_ms", "must be positive");
         }
         if self.checkpoint_keep == 0 {
             return bad("checkpoint_keep", "must be at least 1");

@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use recsys_engine::checkpoint::{self, CheckpointMeta};
+use recsys_engine::generations;
 use recsys_engine::ids::Admission;
 use recsys_engine::index::{IndexConfig, ItemIndex};
 use recsys_engine::metrics::Prequential;
@@ -67,6 +68,9 @@ pub struct TrainerStats {
     pub prequential_hr_bits: AtomicU64,
     pub prequential_ndcg_bits: AtomicU64,
     pub prequential_scored: AtomicU64,
+    /// The generation being evolved, and how many times it changed (`models/CURRENT`).
+    pub generation: AtomicU64,
+    pub generation_switches: AtomicU64,
 }
 
 impl TrainerStats {
@@ -281,6 +285,7 @@ impl OnlineTrainer {
     /// Consumes until `cancel` fires, then trains what is buffered, publishes, and returns
     /// the model.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<Model> {
+        self.enter_models_dir()?;
         self.restore().await?;
         let mut last_expiry = Instant::now();
         let context = ResumeContext {
@@ -316,6 +321,11 @@ impl OnlineTrainer {
         let mut snapshot: Option<SnapshotTask> = None;
         let checkpoint_interval = Duration::from_millis(self.cfg.checkpoint_interval_ms);
         let mut last_checkpoint = Instant::now();
+        let generation_poll = Duration::from_millis(self.cfg.generation_poll_ms);
+        let mut last_poll = Instant::now();
+        // A generation CURRENT points at but that cannot be loaded: not retried until
+        // CURRENT changes again.
+        let mut refused: Option<u64> = None;
         loop {
             let wait = batch_timeout.saturating_sub(batch_started.elapsed());
             tokio::select! {
@@ -386,6 +396,16 @@ impl OnlineTrainer {
                 }
                 self.checkpoint(&consumer).await?;
                 last_checkpoint = Instant::now();
+            }
+            if !self.cfg.models_dir.is_empty() && last_poll.elapsed() >= generation_poll {
+                if self
+                    .follow_current(&consumer, &mut batch, &mut snapshot, &mut refused)
+                    .await?
+                {
+                    batch_started = Instant::now();
+                    last_checkpoint = Instant::now();
+                }
+                last_poll = Instant::now();
             }
         }
         if !batch.is_empty() {
@@ -608,6 +628,12 @@ impl OnlineTrainer {
                 meta.generation
             )));
         }
+        self.adopt(model, &meta, &path);
+        Ok(())
+    }
+
+    /// Takes `model` and the stream position of its checkpoint `meta`.
+    fn adopt(&mut self, model: Model, meta: &CheckpointMeta, path: &std::path::Path) {
         let t = &self.cfg.topic;
         self.progress.next = of_topic(&meta.offsets, t);
         self.progress.applied = of_topic(&meta.applied, t);
@@ -626,6 +652,166 @@ impl OnlineTrainer {
             "restored from checkpoint"
         );
         self.model = Some(model);
+    }
+
+    /// With `trainer.models_dir`: evolve the current generation (making
+    /// `trainer.generation` current if nothing is), with checkpoints and snapshots in its
+    /// directory.
+    fn enter_models_dir(&mut self) -> Result<()> {
+        if self.cfg.models_dir.is_empty() {
+            self.stats
+                .generation
+                .store(self.cfg.generation, Ordering::Relaxed);
+            return Ok(());
+        }
+        let models = PathBuf::from(&self.cfg.models_dir);
+        let c = generations::init_current(&models, self.cfg.generation)
+            .map_err(|e| TrainerError::Config(format!("trainer.models_dir: {e}")))?;
+        self.set_generation(c.generation);
+        info!(models = %models.display(), generation = c.generation, "evolving the current generation");
+        Ok(())
+    }
+
+    fn set_generation(&mut self, g: u64) {
+        let models = PathBuf::from(&self.cfg.models_dir);
+        self.cfg.generation = g;
+        self.cfg.checkpoint_dir = generations::generation_dir(&models, g)
+            .to_string_lossy()
+            .into_owned();
+        self.cfg.snapshot_dir = generations::snapshot_dir(&models, g)
+            .to_string_lossy()
+            .into_owned();
+        self.stats.generation.store(g, Ordering::Relaxed);
+    }
+
+    /// Follows a flip of `models/CURRENT`: leaves the old generation complete (batch
+    /// trained, checkpoint, vectors published), warm-starts from the new generation's
+    /// newest checkpoint, seeks every assigned events partition to that checkpoint's
+    /// offsets (the retrain's cutoff), so the events between cutoff and switch are
+    /// replayed into it, and republishes every vector under the new generation. Returns
+    /// whether it switched.
+    async fn follow_current(
+        &mut self,
+        consumer: &StreamConsumer<ResumeContext>,
+        batch: &mut Vec<Event>,
+        snapshot: &mut Option<SnapshotTask>,
+        refused: &mut Option<u64>,
+    ) -> Result<bool> {
+        let models = PathBuf::from(&self.cfg.models_dir);
+        let to = match generations::current(&models) {
+            Ok(Some(c)) if c.generation != self.cfg.generation => c.generation,
+            Ok(_) => {
+                *refused = None;
+                return Ok(false);
+            }
+            Err(e) => {
+                debug!(error = %e, "cannot read the generation pointer; will retry");
+                return Ok(false);
+            }
+        };
+        if *refused == Some(to) {
+            return Ok(false);
+        }
+        let dir = generations::generation_dir(&models, to);
+        let device = self
+            .model
+            .as_ref()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))?
+            .device()
+            .clone();
+        let loaded = tokio::task::spawn_blocking(move || checkpoint::load_latest(&dir, &device))
+            .await
+            .map_err(|e| TrainerError::Task(e.to_string()))?;
+        let (model, meta, path) = match loaded {
+            Ok(Some(found)) if found.1.generation == to => found,
+            other => {
+                warn!(
+                    generation = to,
+                    staying_on = self.cfg.generation,
+                    found = ?other.map(|o| o.map(|x| x.1.generation)),
+                    "CURRENT points at a generation without a loadable checkpoint of its own; not switching"
+                );
+                *refused = Some(to);
+                return Ok(false);
+            }
+        };
+        // The old generation stays complete and resumable: a rollback returns to it.
+        if !batch.is_empty() {
+            self.train(std::mem::take(batch)).await?;
+        }
+        self.checkpoint(consumer).await?;
+        self.publish().await;
+        if let Some(running) = snapshot.take() {
+            self.snapshot_finished(running).await;
+        }
+        let from = self.cfg.generation;
+        let old = self
+            .model
+            .take()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))?;
+        // Popularity is per item row: carry it over to the new model's rows.
+        self.popularity = self.popularity.remap(|row| {
+            old.item_ids()
+                .id(row)
+                .and_then(|id| model.item_ids().get(id))
+        });
+        drop(old);
+        self.set_generation(to);
+        self.adopt(model, &meta, &path);
+        // Every vector goes out again under the new generation: an in-process user store
+        // never got the retrain's, and a rolled-back generation's keys may have expired.
+        let hidden = std::mem::take(&mut self.dirty.hidden);
+        self.dirty = Dirty {
+            hidden,
+            ..Dirty::default()
+        };
+        if let Some(m) = self.model.as_ref() {
+            let users = m.user_ids();
+            let items = m.item_ids();
+            self.dirty.users = (0..users.len() as u32)
+                .filter(|&r| users.id(r).is_some())
+                .collect();
+            self.dirty.items = (0..items.len() as u32)
+                .filter(|&r| items.id(r).is_some())
+                .collect();
+        }
+        self.seek_to_model(consumer)?;
+        self.checkpoint(consumer).await?;
+        self.stats
+            .generation_switches
+            .fetch_add(1, Ordering::Relaxed);
+        info!(
+            from,
+            to,
+            offsets = ?self.progress.next,
+            "switched generation: warm-started from its checkpoint, replaying the events after its offsets"
+        );
+        Ok(true)
+    }
+
+    /// Moves every assigned events partition to the model's position; partitions the
+    /// model has no offset for start at their beginning.
+    fn seek_to_model(&mut self, consumer: &StreamConsumer<ResumeContext>) -> Result<()> {
+        let topic = self.cfg.topic.clone();
+        let assigned = consumer.assignment()?;
+        let timeout = Duration::from_secs(5);
+        for elem in assigned.elements_for_topic(&topic) {
+            let p = elem.partition();
+            let offset = match self.progress.next.get(&p) {
+                Some(&o) => o,
+                None => {
+                    let (low, _) = consumer.fetch_watermarks(&topic, p, timeout)?;
+                    self.progress.next.insert(p, low);
+                    low
+                }
+            };
+            self.progress
+                .resume
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(p, offset);
+            consumer.seek(&topic, p, Offset::Offset(offset), timeout)?;
+        }
         Ok(())
     }
 
