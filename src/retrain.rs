@@ -396,26 +396,45 @@ fn train_epochs(
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, opts.epochs));
         let t = Instant::now();
         let (mut loss, mut steps, mut seen) = (0.0f64, 0u64, 0u64);
-        archive::read_days_upto(
-            &opts.from,
-            days,
-            cutoff,
-            opts.read_rows,
-            &mut |_, mut batch| {
+        // Parquet is decoded on a second thread while this one trains: reading and
+        // training overlap, and at most two read batches wait in between.
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<recsys_schemas::Event>>(2);
+            let reader = scope.spawn(move || {
+                archive::read_days_upto(&opts.from, days, cutoff, opts.read_rows, &mut |_, b| {
+                    // The trainer hung up (it failed): stop reading.
+                    tx.send(b).map_err(|_| anyhow::anyhow!("training stopped"))
+                })
+            });
+            let mut trained = Ok(());
+            for mut batch in rx.iter() {
                 batch.shuffle(rng);
                 for chunk in batch.chunks(opts.batch) {
-                    let s = model.train_events(chunk)?.0;
-                    if s.loss.is_finite() {
-                        loss += f64::from(s.loss);
-                        steps += 1;
+                    match model.train_events(chunk) {
+                        Ok((s, _, _)) if s.loss.is_finite() => {
+                            loss += f64::from(s.loss);
+                            steps += 1;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            trained = Err(e);
+                            break;
+                        }
                     }
                     seen += chunk.len() as u64;
                     bar.inc(chunk.len() as u64);
                 }
+                if trained.is_err() {
+                    break;
+                }
                 bar.set_message(format!("loss {:.4}", loss / steps.max(1) as f64));
-                Ok(())
-            },
-        )?;
+            }
+            drop(rx);
+            trained?;
+            reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the archive reader panicked"))?
+        })?;
         let seconds = t.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch: epoch + 1,

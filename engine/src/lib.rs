@@ -6,6 +6,7 @@ mod bytes;
 pub mod checkpoint;
 pub mod device;
 pub mod eval;
+mod fused;
 pub mod generations;
 pub mod ids;
 pub mod index;
