@@ -38,6 +38,11 @@ pub enum ModelName {
     Mf,
     TwoTower,
     Popularity,
+    /// MF trained the way the online trainer learns: one pass over the training events
+    /// in time order, in micro-batches, with the same step and settings.
+    MfOnline,
+    /// The two-tower model trained the online way.
+    TwoTowerOnline,
 }
 
 /// Hyper-parameters and inputs of one evaluation.
@@ -105,6 +110,10 @@ pub struct EvalReport {
     pub two_tower: Option<ModelReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub popularity: Option<ModelReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mf_online: Option<ModelReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_tower_online: Option<ModelReport>,
     /// Synthetic data only: the generator's true preferences.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oracle: Option<ModelReport>,
@@ -229,14 +238,36 @@ fn shuffled_epochs(train: &[Event], epochs: usize, seed: u64) -> impl Iterator<I
     })
 }
 
-/// `o.epochs` passes over `train`, shuffled each time, in batches of `o.batch`.
+/// In time order (file order among equal timestamps), as a stream delivers them.
+fn in_time_order(train: &[Event]) -> Vec<Event> {
+    let mut e = train.to_vec();
+    e.sort_by_key(|e| e.ts);
+    e
+}
+
+/// How a model sees the training events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Regime {
+    /// `epochs` shuffled passes: the nightly retrain's way.
+    Epochs,
+    /// One pass in time order: the online trainer's way.
+    Online,
+}
+
+/// `o.epochs` passes over `train`, shuffled each time, or one pass in time order; in
+/// batches of `o.batch`.
 fn train_epochs(
     o: &EvalOptions,
     train: &[Event],
+    regime: Regime,
     model: &str,
     step: &mut dyn FnMut(&[Event]) -> recsys_engine::Result<recsys_engine::mf::StepStats>,
 ) -> anyhow::Result<()> {
-    for (epoch, events) in shuffled_epochs(train, o.epochs, o.seed).enumerate() {
+    let passes: Box<dyn Iterator<Item = Vec<Event>>> = match regime {
+        Regime::Epochs => Box::new(shuffled_epochs(train, o.epochs, o.seed)),
+        Regime::Online => Box::new(std::iter::once(in_time_order(train))),
+    };
+    for (epoch, events) in passes.enumerate() {
         let (mut loss, mut steps) = (0.0, 0);
         for chunk in events.chunks(o.batch) {
             let s = step(chunk)?;
@@ -255,7 +286,7 @@ fn train_epochs(
     Ok(())
 }
 
-fn train_mf(o: &EvalOptions, train: &[Event]) -> anyhow::Result<MfModel> {
+fn train_mf(o: &EvalOptions, train: &[Event], regime: Regime) -> anyhow::Result<MfModel> {
     let cfg = MfConfig {
         dim: o.dim,
         learning_rate: o.learning_rate,
@@ -268,13 +299,17 @@ fn train_mf(o: &EvalOptions, train: &[Event]) -> anyhow::Result<MfModel> {
         ..MfConfig::default()
     };
     let mut m = MfModel::new(cfg, cpu_autodiff_device())?;
-    train_epochs(o, train, "mf", &mut |chunk| {
+    train_epochs(o, train, regime, "mf", &mut |chunk| {
         m.train_events(chunk).map(|r| r.0)
     })?;
     Ok(m)
 }
 
-fn train_two_tower(o: &EvalOptions, train: &[Event]) -> anyhow::Result<TwoTowerModel> {
+fn train_two_tower(
+    o: &EvalOptions,
+    train: &[Event],
+    regime: Regime,
+) -> anyhow::Result<TwoTowerModel> {
     let cfg = TwoTowerConfig {
         dim: o.dim,
         learning_rate: o.learning_rate,
@@ -287,7 +322,7 @@ fn train_two_tower(o: &EvalOptions, train: &[Event]) -> anyhow::Result<TwoTowerM
         ..TwoTowerConfig::default()
     };
     let mut m = TwoTowerModel::new(cfg, cpu_autodiff_device())?;
-    train_epochs(o, train, "two_tower", &mut |chunk| {
+    train_epochs(o, train, regime, "two_tower", &mut |chunk| {
         m.train_events(chunk).map(|r| r.0)
     })?;
     // Serve-time histories: each user's latest items in time order, as online.
@@ -348,6 +383,8 @@ pub fn run(o: &EvalOptions) -> anyhow::Result<EvalReport> {
         mf: None,
         two_tower: None,
         popularity: None,
+        mf_online: None,
+        two_tower_online: None,
         oracle: None,
         train_events: split.train.len(),
         test_users: split.test.len(),
@@ -363,21 +400,39 @@ pub fn run(o: &EvalOptions) -> anyhow::Result<EvalReport> {
             ModelName::Popularity => {
                 report.popularity = Some(score(&PopularityRanker(&catalog.counts), 0.0));
             }
-            ModelName::Mf => {
-                let (m, secs) = timed(|| train_mf(o, &split.train))?;
+            ModelName::Mf | ModelName::MfOnline => {
+                let regime = if *model == ModelName::Mf {
+                    Regime::Epochs
+                } else {
+                    Regime::Online
+                };
+                let (m, secs) = timed(|| train_mf(o, &split.train, regime))?;
                 let metrics = eval::evaluate_model(&Model::from(m), &catalog, &split.test)?;
-                report.mf = Some(ModelReport {
+                let r = Some(ModelReport {
                     metrics,
                     train_s: secs,
                 });
+                match regime {
+                    Regime::Epochs => report.mf = r,
+                    Regime::Online => report.mf_online = r,
+                }
             }
-            ModelName::TwoTower => {
-                let (m, secs) = timed(|| train_two_tower(o, &split.train))?;
+            ModelName::TwoTower | ModelName::TwoTowerOnline => {
+                let regime = if *model == ModelName::TwoTower {
+                    Regime::Epochs
+                } else {
+                    Regime::Online
+                };
+                let (m, secs) = timed(|| train_two_tower(o, &split.train, regime))?;
                 let metrics = eval::evaluate_model(&Model::from(m), &catalog, &split.test)?;
-                report.two_tower = Some(ModelReport {
+                let r = Some(ModelReport {
                     metrics,
                     train_s: secs,
                 });
+                match regime {
+                    Regime::Epochs => report.two_tower = r,
+                    Regime::Online => report.two_tower_online = r,
+                }
             }
         }
     }
@@ -429,20 +484,22 @@ pub fn print(report: &EvalReport) {
         report.train_events, report.users, report.items, report.test_users
     );
     println!(
-        "{:<11} {:>8} {:>9} {:>8} {:>9} {:>9}",
+        "{:<16} {:>8} {:>9} {:>8} {:>9} {:>9}",
         "model", "HR@10", "NDCG@10", "MRR", "coverage", "train_s"
     );
     let rows = [
         ("mf", report.mf),
         ("two_tower", report.two_tower),
         ("popularity", report.popularity),
+        ("mf_online", report.mf_online),
+        ("two_tower_online", report.two_tower_online),
         ("oracle", report.oracle),
     ];
     for (name, r) in rows {
         if let Some(r) = r {
             let m = r.metrics;
             println!(
-                "{name:<11} {:>8.4} {:>9.4} {:>8.4} {:>9.4} {:>9.1}",
+                "{name:<16} {:>8.4} {:>9.4} {:>8.4} {:>9.4} {:>9.1}",
                 m.hr_at_10, m.ndcg_at_10, m.mrr, m.coverage, r.train_s
             );
         }
@@ -632,13 +689,17 @@ mod tests {
         let r = run(&EvalOptions {
             train: Some(train),
             test: Some(test),
-            models: vec![ModelName::Popularity, ModelName::Mf],
+            models: vec![ModelName::Popularity, ModelName::Mf, ModelName::MfOnline],
             epochs: 1,
             dim: 8,
             ..EvalOptions::default()
         })
         .unwrap();
         assert_eq!((r.train_events, r.test_users), (30, 2));
+        // The online way is reported under its own key.
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["mf_online"]["ndcg_at_10"].is_number(), "{json}");
+        assert!(json.get("two_tower_online").is_none());
         // A test user the model never saw is scored by popularity, a miss for MF.
         assert_eq!(r.popularity.unwrap().metrics.users, 2);
     }

@@ -137,9 +137,9 @@ pub struct MfModel {
     fused: bool,
 }
 
-/// Whether `cfg` on `device` takes the fused CPU path.
-fn fused_path(cfg: &MfConfig, device: &Device) -> bool {
-    cfg.fused_cpu_step && *device == crate::device::cpu_autodiff_device()
+/// Whether a model with `fused_cpu_step` on `device` takes the fused CPU path.
+pub(crate) fn fused_path(fused_cpu_step: bool, device: &Device) -> bool {
+    fused_cpu_step && *device == crate::device::cpu_autodiff_device()
 }
 
 impl MfModel {
@@ -152,7 +152,7 @@ impl MfModel {
             ));
         }
         Ok(Self {
-            fused: fused_path(&cfg, &device),
+            fused: fused_path(cfg.fused_cpu_step, &device),
             users: EmbeddingTable::new(cfg.dim, cfg.init_scale, cfg.seed),
             items: EmbeddingTable::new(cfg.dim, cfg.init_scale, cfg.seed.wrapping_add(1)),
             cfg,
@@ -213,7 +213,7 @@ impl MfModel {
             return Err(bad("id maps and tables differ in length".into()));
         }
         Ok(Self {
-            fused: fused_path(&p.cfg, &device),
+            fused: fused_path(p.cfg.fused_cpu_step, &device),
             cfg: p.cfg,
             device,
             user_ids: IdMap::from_ids(p.user_ids).map_err(bad)?,

@@ -21,7 +21,7 @@ use recsys_schemas::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    EngineError, Result,
+    EngineError, Result, fused,
     ids::{self, Expired, IdMap, touch},
     loss::{
         self, ItemFrequency, LossKind, Sampling, SharedSettings, candidates, leaf_grad, unique_rows,
@@ -53,6 +53,10 @@ pub struct TwoTowerConfig {
     pub l2: f32,
     pub logq_correction: bool,
     pub loss: LossKind,
+    /// On the default CPU device, the softmax over the towers' outputs and its gradient
+    /// come from [`crate::fused`]; burn's autodiff then only runs the towers. false: the
+    /// whole step on burn autodiff.
+    pub fused_cpu_step: bool,
     pub negatives: usize,
     pub seed: u64,
 }
@@ -70,6 +74,7 @@ impl Default for TwoTowerConfig {
             l2: 1e-5,
             logq_correction: false,
             loss: LossKind::Softmax,
+            fused_cpu_step: true,
             negatives: 0,
             seed: 17,
         }
@@ -685,8 +690,35 @@ impl TwoTowerModel {
         let (Some(user_out), Some(item_out)) = (f.user_out, f.item_out) else {
             return Err(EngineError::Tensor("a step without users or items".into()));
         };
-        let loss = loss::loss(&self.device, user_out, item_out, &targets);
-        let loss_value: f32 = loss.clone().into_scalar();
+        let (loss, loss_value) = if targets.kind == LossKind::Softmax
+            && crate::mf::fused_path(self.cfg.fused_cpu_step, &self.device)
+        {
+            // The softmax and its gradient by hand; burn backpropagates that gradient
+            // through the towers via `Σ out ⊙ ∂L/∂out`, whose gradient it is.
+            let d = self.cfg.dim;
+            let u = Self::read(user_out.clone().detach())?;
+            let it = Self::read(item_out.clone().detach())?;
+            let b = u.len() / d;
+            let per_event: Vec<i64> = (0..b as i64).collect();
+            let s = fused::softmax_step(&u, &it, &per_event, d, &targets);
+            if !s.loss.is_finite() {
+                let stats = StepStats {
+                    events: batch.len(),
+                    loss: s.loss,
+                    skipped: true,
+                };
+                return Ok((stats, Vec::new(), Vec::new()));
+            }
+            let n = it.len() / d;
+            let du = Tensor::<2>::from_data(TensorData::new(s.user_grads, [b, d]), &self.device);
+            let di = Tensor::<2>::from_data(TensorData::new(s.item_grads, [n, d]), &self.device);
+            let surrogate = (user_out * du).sum() + (item_out * di).sum();
+            (surrogate, s.loss)
+        } else {
+            let loss = loss::loss(&self.device, user_out, item_out, &targets);
+            let value: f32 = loss.clone().into_scalar();
+            (loss, value)
+        };
         let stats = StepStats {
             events: batch.len(),
             loss: loss_value,
@@ -791,6 +823,45 @@ mod tests {
         assert_eq!(u.len(), 64);
         assert!(u.iter().all(|x| x.is_finite()));
         assert!(m.user_vector("nobody").is_none());
+    }
+
+    #[test]
+    fn fused_step_trains_like_burn_autodiff() {
+        let batch: Vec<Event> = (0..60)
+            .map(|k| ev(&format!("u{}", k % 7), &format!("i{}", k % 11)))
+            .collect();
+        let run = |fused_cpu_step: bool| {
+            let cfg = TwoTowerConfig {
+                fused_cpu_step,
+                dim: 16,
+                hidden: 32,
+                negatives: 5,
+                logq_correction: true,
+                ..TwoTowerConfig::default()
+            };
+            let mut m = TwoTowerModel::new(cfg, cpu_autodiff_device()).unwrap();
+            m.set_item_categories("i1", &["c".into()]);
+            let losses: Vec<f32> = (0..5)
+                .map(|_| m.train_events(&batch).unwrap().0.loss)
+                .collect();
+            (
+                losses,
+                m.item_vectors(&[0, 1, 2]).unwrap(),
+                m.user_vector("u3").unwrap(),
+            )
+        };
+        let (fused, burn) = (run(true), run(false));
+        for (a, b) in fused.0.iter().zip(&burn.0) {
+            assert!((a - b).abs() < 1e-4, "losses {:?} vs {:?}", fused.0, burn.0);
+        }
+        for (a, b) in fused
+            .1
+            .iter()
+            .chain(&fused.2)
+            .zip(burn.1.iter().chain(&burn.2))
+        {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
     }
 
     #[test]
