@@ -531,8 +531,14 @@ pub async fn serve(
         writer.publish(1, chunk).await?;
     }
 
-    let store =
-        Arc::new(RedisUserVectorStore::connect(&redis.url(), Duration::from_millis(50)).await?);
+    let store = Arc::new(
+        RedisUserVectorStore::connect_pool(
+            &redis.url(),
+            Duration::from_millis(50),
+            serving.store_connections,
+        )
+        .await?,
+    );
     // Bare costs: the store lookup serving does (vector + history, one round trip) and
     // the index search it does (k + history candidates), each alone.
     let mut redis_ms = Vec::new();

@@ -62,6 +62,8 @@ pub struct EvalOptions {
     /// MF softmax temperature; the two-tower model's is `tower_temperature`.
     pub temperature: f32,
     pub tower_temperature: f32,
+    /// Uniform negatives of the two-tower model (MF's are `negatives`).
+    pub tower_negatives: usize,
     pub l2: f32,
     pub loss: LossKind,
     pub negatives: usize,
@@ -83,7 +85,8 @@ impl Default for EvalOptions {
             batch: 1024,
             learning_rate: 0.05,
             temperature: 1.0,
-            tower_temperature: 0.3,
+            tower_temperature: 0.2,
+            tower_negatives: 3000,
             l2: 1e-4,
             loss: LossKind::Softmax,
             negatives: 1000,
@@ -316,7 +319,7 @@ fn train_two_tower(
         temperature: o.tower_temperature,
         l2: o.l2.min(1e-5),
         loss: o.loss,
-        negatives: o.negatives,
+        negatives: o.tower_negatives,
         logq_correction: o.logq,
         seed: o.seed,
         ..TwoTowerConfig::default()
@@ -638,6 +641,7 @@ mod tests {
             epochs: 30,
             batch: 128,
             negatives: 20,
+            tower_negatives: 20,
             ..EvalOptions::default()
         };
         let r = run(&opts).unwrap();

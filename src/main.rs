@@ -172,9 +172,12 @@ struct EvalArgs {
     /// `softmax` or `bpr`.
     #[arg(long, default_value = "softmax")]
     loss: String,
-    /// Uniformly sampled negatives per step, on top of the in-batch items (softmax).
+    /// Uniformly sampled negatives per step, on top of the in-batch items (softmax), MF.
     #[arg(long, default_value_t = eval::EvalOptions::default().negatives)]
     negatives: usize,
+    /// The same for the two-tower model.
+    #[arg(long, default_value_t = eval::EvalOptions::default().tower_negatives)]
+    tower_negatives: usize,
     /// logQ correction of the in-batch softmax.
     #[arg(long)]
     logq: bool,
@@ -382,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
                 l2: a.l2,
                 loss,
                 negatives: a.negatives,
+                tower_negatives: a.tower_negatives,
                 logq: a.logq,
                 seed: a.seed,
             };

@@ -1,8 +1,9 @@
 //! Compute devices for training. Two CPU backends: burn's pure-Rust `flex` backend, the
 //! default (`cpu`), and burn's older ndarray backend (`ndarray`, deprecated in burn 0.22).
 //! Chosen by measuring our own training step (`recsys bench train --backend`, d = 64,
-//! batch 1,024, 2 cores): flex 46.6k events/s, ndarray 24.3k. The `cuda` feature adds
-//! burn-cuda.
+//! batch 1,024, 2 cores, burn autodiff path): flex 46.6k events/s, ndarray 24.3k. On
+//! flex, MF's softmax step (and the two-tower loss) use the hand-written step of
+//! [`crate::fused`] unless `fused_cpu_step` is off. The `cuda` feature adds burn-cuda.
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};

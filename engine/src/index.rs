@@ -489,6 +489,22 @@ impl ItemIndex {
     }
 }
 
+// libgomp, which FAISS links (`-lgomp`): the OpenMP team size of the calling thread.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn omp_set_num_threads(n: std::ffi::c_int);
+}
+
+/// Makes FAISS searches from the calling thread run on that thread alone. A single
+/// query has nothing to split, but each search still opens an OpenMP region whose idle
+/// team then spins on the cores other requests need; threads that serve many concurrent
+/// single queries (the serving search pool) call this once.
+#[allow(unsafe_code)]
+pub fn single_threaded_searches() {
+    // SAFETY: sets a per-thread OpenMP setting; no pointers, no shared state.
+    unsafe { omp_set_num_threads(1) }
+}
+
 /// Searches a FAISS index that may be shared between threads.
 ///
 /// FAISS CPU indexes allow any number of concurrent searches as long as nothing writes

@@ -1,10 +1,11 @@
-//! Matrix factorisation trained online with in-batch sampled softmax on burn.
+//! Matrix factorisation trained online with in-batch sampled softmax.
 //!
 //! The id-embedding tables live outside the autodiff graph (see [`crate::table`]). One
-//! step: collect the batch's unique users and items, gather their rows into two small
-//! leaf tensors that require grad, score every batch user against every unique batch item
-//! on burn, take the leaves' gradients from `backward()`, apply row-wise Adagrad to
-//! exactly those rows. Nothing is O(catalog) per step.
+//! step: collect the batch's unique users and items, gather their rows, score every batch
+//! user against every unique batch item, get the rows' gradients (on the CPU from the
+//! hand-written step in [`crate::fused`]; elsewhere from burn's `backward()` on two small
+//! leaf tensors), apply row-wise Adagrad to exactly those rows. Nothing is O(catalog)
+//! per step.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use recsys_schemas::Event;
@@ -75,7 +76,7 @@ impl Default for MfConfig {
             init_scale: 0.1,
             temperature: 1.0,
             l2: 1e-4,
-            logq_correction: false,
+            logq_correction: true,
             loss: LossKind::Softmax,
             fused_cpu_step: true,
             negatives: 0,

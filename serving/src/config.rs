@@ -17,6 +17,8 @@ pub struct ServingConfig {
     pub default_k: usize,
     /// Budget for one user-store lookup, ms; past it the request uses a fallback.
     pub store_timeout_ms: u64,
+    /// Redis connections (each multiplexed) the lookups take in turn.
+    pub store_connections: usize,
     /// Worker threads of the HTTP server (0 = one per core).
     pub workers: usize,
     /// Model generation whose user vectors are read.
@@ -53,6 +55,7 @@ impl Default for ServingConfig {
             max_k: 100,
             default_k: 10,
             store_timeout_ms: 50,
+            store_connections: 4,
             workers: 0,
             generation: 1,
             search_threads: 0,
@@ -84,6 +87,9 @@ impl ServingConfig {
         }
         if self.store_timeout_ms == 0 {
             return bad("store_timeout_ms", "must be positive");
+        }
+        if !(1..=64).contains(&self.store_connections) {
+            return bad("store_connections", "must be in 1..=64");
         }
         if self.search_queue == 0 {
             return bad("search_queue", "must be at least 1");

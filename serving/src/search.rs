@@ -89,6 +89,8 @@ impl SearchPool {
 
 /// Takes jobs until every sender is gone (the pool was dropped).
 fn worker(rx: &Mutex<Receiver<Job>>) {
+    // Parallelism comes from the pool's threads, one query each.
+    recsys_engine::index::single_threaded_searches();
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());

@@ -29,25 +29,50 @@ pub trait UserVectorStore: Send + Sync {
     ) -> Result<UserRecord, StoreError>;
 }
 
-/// Reads `u:{gen}:{user}` and `h:{user}` in one round trip.
+/// Reads `u:{gen}:{user}` and `h:{user}` in one round trip, over a small pool of
+/// multiplexed connections taken in turn (each reconnects by itself after a failure).
 pub struct RedisUserVectorStore {
-    conn: ConnectionManager,
+    conns: Vec<ConnectionManager>,
+    next: std::sync::atomic::AtomicUsize,
     timeout: std::time::Duration,
 }
 
 impl RedisUserVectorStore {
-    /// Connects (waiting at most 5 s); every later call gives up after `timeout`.
+    /// One connection (waiting at most 5 s to connect); every later call gives up after
+    /// `timeout`.
     pub async fn connect(url: &str, timeout: std::time::Duration) -> Result<Self, StoreError> {
+        Self::connect_pool(url, timeout, 1).await
+    }
+
+    /// `connections` connections (at least one), used in turn.
+    pub async fn connect_pool(
+        url: &str,
+        timeout: std::time::Duration,
+        connections: usize,
+    ) -> Result<Self, StoreError> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let conn = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            ConnectionManager::new(client),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable(format!("connecting to {url} timed out")))?
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { conn, timeout })
+        let mut conns = Vec::with_capacity(connections.max(1));
+        for _ in 0..connections.max(1) {
+            let conn = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                ConnectionManager::new(client.clone()),
+            )
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("connecting to {url} timed out")))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            conns.push(conn);
+        }
+        Ok(Self {
+            conns,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            timeout,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.conns[n % self.conns.len()].clone()
     }
 }
 
@@ -59,7 +84,7 @@ impl UserVectorStore for RedisUserVectorStore {
         user_id: &str,
         max_recent: usize,
     ) -> Result<UserRecord, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut pipe = redis::pipe();
         pipe.get(user_vector_key(generation, user_id)).lrange(
             user_history_key(user_id),
