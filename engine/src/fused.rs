@@ -224,9 +224,52 @@ pub(crate) fn softmax_step(
     d: usize,
     t: &Targets,
 ) -> Step {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let Scratch {
+            batch_users,
+            g,
+            batch_grads,
+        } = &mut *scratch;
+        step_with(users, items, user_pos, d, t, batch_users, g, batch_grads)
+    })
+}
+
+/// Buffers one step needs, kept per thread between steps: reallocating the logits
+/// (`batch × candidates` floats, 4 MB at 1024 × 1000) every step fragments the heap
+/// while the tables grow.
+#[derive(Default)]
+struct Scratch {
+    batch_users: Vec<f32>,
+    g: Vec<f32>,
+    batch_grads: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Sets `v` to `len` zeros, keeping its allocation.
+fn zeroed(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_with(
+    users: &[f32],
+    items: &[f32],
+    user_pos: &[i64],
+    d: usize,
+    t: &Targets,
+    batch_users: &mut Vec<f32>,
+    g: &mut Vec<f32>,
+    batch_grads: &mut Vec<f32>,
+) -> Step {
     let b = user_pos.len();
     let n = items.len() / d;
-    let mut batch_users = vec![0.0f32; b * d];
+    let batch_users = zeroed(batch_users, b * d);
     for (dst, &p) in batch_users.chunks_exact_mut(d).zip(user_pos) {
         let p = p as usize;
         dst.copy_from_slice(&users[p * d..(p + 1) * d]);
@@ -234,13 +277,13 @@ pub(crate) fn softmax_step(
     let total_weight: f32 = t.weights.iter().sum::<f32>().max(f32::MIN_POSITIVE);
     let inv_t = 1.0 / t.temperature;
     // Logits, then G in place.
-    let mut g = vec![0.0f32; b * n];
+    let g = zeroed(g, b * n);
     matmul(
         b,
         n,
         d,
-        &mut g,
-        &batch_users,
+        g,
+        batch_users,
         (d, 1),
         items,
         (1, d),
@@ -268,13 +311,13 @@ pub(crate) fn softmax_step(
         };
     }
     // ∂L/∂U_batch = G·I, summed into the unique users.
-    let mut batch_grads = vec![0.0f32; b * d];
+    let batch_grads = zeroed(batch_grads, b * d);
     matmul(
         b,
         d,
         n,
-        &mut batch_grads,
-        &g,
+        batch_grads,
+        g,
         (n, 1),
         items,
         (d, 1),
@@ -295,9 +338,9 @@ pub(crate) fn softmax_step(
         d,
         b,
         &mut item_grads,
-        &g,
+        g,
         (1, n),
-        &batch_users,
+        batch_users,
         (d, 1),
         1.0,
         OVERWRITE,
