@@ -403,39 +403,27 @@ pub fn run(o: &EvalOptions) -> anyhow::Result<EvalReport> {
             ModelName::Popularity => {
                 report.popularity = Some(score(&PopularityRanker(&catalog.counts), 0.0));
             }
-            ModelName::Mf | ModelName::MfOnline => {
-                let regime = if *model == ModelName::Mf {
-                    Regime::Epochs
-                } else {
-                    Regime::Online
+            kind => {
+                let regime = match kind {
+                    ModelName::Mf | ModelName::TwoTower => Regime::Epochs,
+                    _ => Regime::Online,
                 };
-                let (m, secs) = timed(|| train_mf(o, &split.train, regime))?;
-                let metrics = eval::evaluate_model(&Model::from(m), &catalog, &split.test)?;
-                let r = Some(ModelReport {
-                    metrics,
+                let (m, secs) = match kind {
+                    ModelName::Mf | ModelName::MfOnline => {
+                        timed(|| Ok(Model::from(train_mf(o, &split.train, regime)?)))?
+                    }
+                    _ => timed(|| Ok(Model::from(train_two_tower(o, &split.train, regime)?)))?,
+                };
+                let slot = match kind {
+                    ModelName::Mf => &mut report.mf,
+                    ModelName::MfOnline => &mut report.mf_online,
+                    ModelName::TwoTower => &mut report.two_tower,
+                    _ => &mut report.two_tower_online,
+                };
+                *slot = Some(ModelReport {
+                    metrics: eval::evaluate_model(&m, &catalog, &split.test)?,
                     train_s: secs,
                 });
-                match regime {
-                    Regime::Epochs => report.mf = r,
-                    Regime::Online => report.mf_online = r,
-                }
-            }
-            ModelName::TwoTower | ModelName::TwoTowerOnline => {
-                let regime = if *model == ModelName::TwoTower {
-                    Regime::Epochs
-                } else {
-                    Regime::Online
-                };
-                let (m, secs) = timed(|| train_two_tower(o, &split.train, regime))?;
-                let metrics = eval::evaluate_model(&Model::from(m), &catalog, &split.test)?;
-                let r = Some(ModelReport {
-                    metrics,
-                    train_s: secs,
-                });
-                match regime {
-                    Regime::Epochs => report.two_tower = r,
-                    Regime::Online => report.two_tower_online = r,
-                }
             }
         }
     }

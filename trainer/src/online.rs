@@ -606,16 +606,9 @@ impl OnlineTrainer {
         if self.cfg.checkpoint_dir.is_empty() {
             return Ok(());
         }
-        let dir = PathBuf::from(&self.cfg.checkpoint_dir);
-        let device = self
-            .model
-            .as_ref()
-            .ok_or_else(|| TrainerError::Task("model lost".into()))?
-            .device()
-            .clone();
-        let loaded = tokio::task::spawn_blocking(move || checkpoint::load_latest(&dir, &device))
-            .await
-            .map_err(|e| TrainerError::Task(e.to_string()))??;
+        let loaded = self
+            .load_checkpoint(PathBuf::from(&self.cfg.checkpoint_dir))
+            .await??;
         let Some((model, meta, path)) = loaded else {
             info!(dir = %self.cfg.checkpoint_dir, "no checkpoint; starting from the group's offsets");
             return Ok(());
@@ -630,6 +623,23 @@ impl OnlineTrainer {
         }
         self.adopt(model, &meta, &path);
         Ok(())
+    }
+
+    /// The newest valid checkpoint in `dir`, loaded on a blocking thread onto the
+    /// model's device. The outer error is the task's, the inner one the load's.
+    async fn load_checkpoint(
+        &self,
+        dir: PathBuf,
+    ) -> Result<recsys_engine::Result<Option<(Model, CheckpointMeta, PathBuf)>>> {
+        let device = self
+            .model
+            .as_ref()
+            .ok_or_else(|| TrainerError::Task("model lost".into()))?
+            .device()
+            .clone();
+        tokio::task::spawn_blocking(move || checkpoint::load_latest(&dir, &device))
+            .await
+            .map_err(|e| TrainerError::Task(e.to_string()))
     }
 
     /// Takes `model` and the stream position of its checkpoint `meta`.
@@ -712,16 +722,9 @@ impl OnlineTrainer {
         if *refused == Some(to) {
             return Ok(false);
         }
-        let dir = generations::generation_dir(&models, to);
-        let device = self
-            .model
-            .as_ref()
-            .ok_or_else(|| TrainerError::Task("model lost".into()))?
-            .device()
-            .clone();
-        let loaded = tokio::task::spawn_blocking(move || checkpoint::load_latest(&dir, &device))
-            .await
-            .map_err(|e| TrainerError::Task(e.to_string()))?;
+        let loaded = self
+            .load_checkpoint(generations::generation_dir(&models, to))
+            .await?;
         let (model, meta, path) = match loaded {
             Ok(Some(found)) if found.1.generation == to => found,
             other => {
