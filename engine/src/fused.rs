@@ -295,14 +295,17 @@ fn step_with(
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
     let g_scale = inv_t / total_weight;
-    let loss = g
+    // Rows in parallel, their losses summed in row order: a parallel sum would add in
+    // whatever order the threads finish, and a restored model must reproduce the loss
+    // bit for bit.
+    let per_event: Vec<f32> = g
         .par_chunks_mut(n)
         .zip(t.positive.par_iter().zip(t.weights.par_iter()))
         .map(|(row, (&pos, &w))| {
             w * softmax_row_dispatch(wide, row, &t.log_q, pos as usize, w * g_scale)
         })
-        .sum::<f32>()
-        / total_weight;
+        .collect();
+    let loss = per_event.iter().sum::<f32>() / total_weight;
     if !loss.is_finite() {
         return Step {
             loss,
