@@ -709,6 +709,10 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         dim: opts.dim,
         ..MfConfig::default()
     };
+    let tower_cfg = TwoTowerConfig {
+        dim: opts.dim,
+        ..TwoTowerConfig::default()
+    };
     eprintln!(
         "generating {} events over {} users x {} items",
         opts.events, opts.users, opts.items
@@ -734,13 +738,7 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     );
     drop(model);
 
-    let mut tower = TwoTowerModel::new(
-        TwoTowerConfig {
-            dim: opts.dim,
-            ..TwoTowerConfig::default()
-        },
-        autodiff_device(opts.backend)?,
-    )?;
+    let mut tower = TwoTowerModel::new(tower_cfg.clone(), autodiff_device(opts.backend)?)?;
     let two_tower_events_per_s = events_per_s(&data.train, opts.batch, &mut |b| {
         tower.train_events(b).map(|_| ())
     })?;
@@ -778,13 +776,7 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         opts.dim
     );
     drop(model);
-    let mut tower = TwoTowerModel::new(
-        TwoTowerConfig {
-            dim: opts.dim,
-            ..TwoTowerConfig::default()
-        },
-        autodiff_device(opts.backend)?,
-    )?;
+    let mut tower = TwoTowerModel::new(tower_cfg.clone(), autodiff_device(opts.backend)?)?;
     let two_tower_bytes_per_user = memory_per_user(opts.memory_users, opts.batch, |b| {
         tower.train_events(b).map(|_| ())
     })?;

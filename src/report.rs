@@ -18,6 +18,18 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
 
+/// Draws the plot area's frame and writes the file.
+fn frame_and_save(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+) -> anyhow::Result<()> {
+    root.draw(&Rectangle::new(
+        [(19, 19), (621, 381)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(plot_err)?;
+    root.present().map_err(plot_err)
+}
+
 /// Draws `loss.png` (loss per epoch) and `metrics.png` (HR@10 and NDCG@10 of the new
 /// model, the current generation and popularity); returns their file names.
 pub fn plots(out: &Path, r: &RetrainReport) -> anyhow::Result<Vec<String>> {
@@ -50,12 +62,7 @@ pub fn plots(out: &Path, r: &RetrainReport) -> anyhow::Result<Vec<String>> {
                     .map(|e| Circle::new((e.epoch as f64, e.loss), 5, NEW.filled())),
             )
             .map_err(plot_err)?;
-        root.draw(&Rectangle::new(
-            [(19, 19), (621, 381)],
-            BLACK.stroke_width(1),
-        ))
-        .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+        frame_and_save(&root)?;
         files.push("loss.png".to_owned());
     }
     let path = out.join("metrics.png");
@@ -96,12 +103,7 @@ pub fn plots(out: &Path, r: &RetrainReport) -> anyhow::Result<Vec<String>> {
                 .map_err(plot_err)?;
         }
     }
-    root.draw(&Rectangle::new(
-        [(19, 19), (621, 381)],
-        BLACK.stroke_width(1),
-    ))
-    .map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
+    frame_and_save(&root)?;
     files.push("metrics.png".to_owned());
     Ok(files)
 }

@@ -6,8 +6,8 @@
 //! `∂L/∂U_batch = G·I` and `∂L/∂I = Gᵀ·U_batch`. That is three matrix products and one
 //! pass of softmax, instead of burn's autodiff graph with its intermediate tensors.
 //! The products go to the BLAS FAISS already links (OpenBLAS here, threaded): at these
-//! shapes (1024 × 1000 × 64) it was 3–4× faster than burn-flex's `gemm` kernel (1.0 ms
-//! against 3–4 ms per product, `step_time` below). The softmax pass runs its rows on the
+//! shapes (1024 × 1000 × 64) it was 3–5× faster than burn-flex's `gemm` kernel (0.8–1.2
+//! ms against 2.8–5.2 ms per product, `step_time` below). The softmax pass runs its rows on the
 //! rayon pool with a vectorised `exp` (AVX2 and FMA when the CPU has them). The burn
 //! path stays for other devices and is this module's test oracle.
 #![allow(unsafe_code)] // BLAS is a C (Fortran) entry point over raw pointers.
@@ -46,15 +46,6 @@ unsafe extern "C" {
     );
 }
 
-/// How a product lands in its destination.
-#[derive(Clone, Copy)]
-struct Into {
-    /// Add to the destination instead of overwriting it.
-    accumulate: bool,
-}
-
-const OVERWRITE: Into = Into { accumulate: false };
-
 /// An operand's layout from its (row, column) strides: `(transposed, leading dimension)`
 /// as column-major BLAS sees the buffer.
 fn layout((rs, cs): (usize, usize)) -> (bool, usize) {
@@ -66,7 +57,7 @@ fn layout((rs, cs): (usize, usize)) -> (bool, usize) {
     }
 }
 
-/// `dst (m×n, row-major) (+)= scale · lhs · rhs`, with strides given as (row, column)
+/// `dst (m×n, row-major) = scale · lhs · rhs`, with strides given as (row, column)
 /// per operand (one of them 1). Row-major `C = A·B` is column-major `Cᵀ = Bᵀ·Aᵀ`, which
 /// is what BLAS is asked for.
 #[allow(clippy::too_many_arguments)]
@@ -80,7 +71,6 @@ fn matmul(
     rhs: &[f32],
     rhs_strides: (usize, usize),
     scale: f32,
-    into: Into,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -102,7 +92,7 @@ fn matmul(
     }
     let int = |x: usize| i32::try_from(x).expect("matrix dimension fits in i32");
     let (m, n, k, lda, ldb) = (int(m), int(n), int(k), int(lda), int(ldb));
-    let beta = if into.accumulate { 1.0f32 } else { 0.0 };
+    let beta = 0.0f32;
     let (ta, tb) = (
         if rhs_t { b'T' } else { b'N' },
         if lhs_t { b'T' } else { b'N' },
@@ -278,18 +268,7 @@ fn step_with(
     let inv_t = 1.0 / t.temperature;
     // Logits, then G in place.
     let g = zeroed(g, b * n);
-    matmul(
-        b,
-        n,
-        d,
-        g,
-        batch_users,
-        (d, 1),
-        items,
-        (1, d),
-        inv_t,
-        OVERWRITE,
-    );
+    matmul(b, n, d, g, batch_users, (d, 1), items, (1, d), inv_t);
     #[cfg(target_arch = "x86_64")]
     let wide = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
@@ -315,18 +294,7 @@ fn step_with(
     }
     // ∂L/∂U_batch = G·I, summed into the unique users.
     let batch_grads = zeroed(batch_grads, b * d);
-    matmul(
-        b,
-        d,
-        n,
-        batch_grads,
-        g,
-        (n, 1),
-        items,
-        (d, 1),
-        1.0,
-        OVERWRITE,
-    );
+    matmul(b, d, n, batch_grads, g, (n, 1), items, (d, 1), 1.0);
     let mut user_grads = vec![0.0f32; users.len()];
     for (src, &p) in batch_grads.chunks_exact(d).zip(user_pos) {
         let p = p as usize;
@@ -346,7 +314,6 @@ fn step_with(
         batch_users,
         (d, 1),
         1.0,
-        OVERWRITE,
     );
     Step {
         loss,
@@ -382,17 +349,13 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         let mut c = [0.0; 4];
-        matmul(2, 2, 3, &mut c, &a, (3, 1), &b, (2, 1), 1.0, OVERWRITE);
+        matmul(2, 2, 3, &mut c, &a, (3, 1), &b, (2, 1), 1.0);
         assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
         // aᵀ·aᵀᵀ = aᵀ·a (3×3) from a's storage.
         let mut c = [0.0; 9];
-        matmul(3, 3, 2, &mut c, &a, (1, 3), &a, (3, 1), 2.0, OVERWRITE);
+        matmul(3, 3, 2, &mut c, &a, (1, 3), &a, (3, 1), 2.0);
         assert_eq!(c[0], 2.0 * (1.0 + 16.0));
         assert_eq!(c[5], 2.0 * (2.0 * 3.0 + 5.0 * 6.0));
-        // Accumulating adds to what is there.
-        let add = Into { accumulate: true };
-        matmul(3, 3, 2, &mut c, &a, (1, 3), &a, (3, 1), 1.0, add);
-        assert_eq!(c[0], 3.0 * (1.0 + 16.0));
     }
 
     #[test]
@@ -465,10 +428,9 @@ mod timing {
             }
             s.elapsed().as_secs_f64() * 10.0
         };
-        let o = OVERWRITE;
-        let a = time(&mut || matmul(b, n, d, &mut g, &users, (d, 1), &items, (1, d), 1.0, o));
-        let c = time(&mut || matmul(b, d, n, &mut dub, &g, (n, 1), &items, (d, 1), 1.0, o));
-        let e = time(&mut || matmul(n, d, b, &mut di, &g, (1, n), &users, (d, 1), 1.0, o));
+        let a = time(&mut || matmul(b, n, d, &mut g, &users, (d, 1), &items, (1, d), 1.0));
+        let c = time(&mut || matmul(b, d, n, &mut dub, &g, (n, 1), &items, (d, 1), 1.0));
+        let e = time(&mut || matmul(n, d, b, &mut di, &g, (1, n), &users, (d, 1), 1.0));
         eprintln!("U·Iᵀ {a:.2} ms, G·I {c:.2} ms, Gᵀ·U {e:.2} ms");
     }
 }

@@ -167,6 +167,26 @@ pub(crate) struct Sampling {
     pub seed: u64,
 }
 
+/// What every step does before scoring: count the batch's items in the streaming
+/// frequency, take the next step number (it seeds the negatives) and pick the candidates
+/// for `(user row, item row, weight)` triples; negative weights count as zero.
+pub(crate) fn step_candidates(
+    batch: &[(u32, u32, f32)],
+    freq: &mut ItemFrequency,
+    steps: &mut u64,
+    catalog: usize,
+    s: &Sampling,
+) -> (Vec<u32>, Targets) {
+    for &(_, i, w) in batch {
+        freq.observe(i, w);
+    }
+    let step = *steps;
+    *steps += 1;
+    let items: Vec<u32> = batch.iter().map(|b| b.1).collect();
+    let weights: Vec<f32> = batch.iter().map(|b| b.2.max(0.0)).collect();
+    candidates(&items, weights, catalog, s, step, freq)
+}
+
 /// The candidate item rows of a step (the batch's unique items first, then sampled
 /// negatives not already among them) and the targets into them.
 pub(crate) fn candidates(

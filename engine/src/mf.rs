@@ -15,8 +15,8 @@ use crate::{
     EngineError, Result, fused,
     ids::{self, Expired, IdMap, touch},
     loss::{
-        self, ItemFrequency, LossKind, Sampling, SharedSettings, Targets, candidates, leaf_grad,
-        unique_rows,
+        self, ItemFrequency, LossKind, Sampling, SharedSettings, Targets, leaf_grad,
+        step_candidates, unique_rows,
     },
     table::{EmbeddingTable, TableParts},
 };
@@ -309,20 +309,12 @@ impl MfModel {
             return Ok((StepStats::default(), Vec::new(), Vec::new()));
         }
         let (u_rows, u_pos) = unique_rows(batch.iter().map(|b| b.0));
-        for &(_, i, w) in batch {
-            self.freq.observe(i, w);
-        }
-        let step_no = self.steps;
-        self.steps += 1;
-        let item_rows: Vec<u32> = batch.iter().map(|b| b.1).collect();
-        let weights: Vec<f32> = batch.iter().map(|b| b.2.max(0.0)).collect();
-        let (i_rows, targets) = candidates(
-            &item_rows,
-            weights,
+        let (i_rows, targets) = step_candidates(
+            batch,
+            &mut self.freq,
+            &mut self.steps,
             self.items.rows(),
             &self.cfg.sampling(),
-            step_no,
-            &self.freq,
         );
         let step = if self.fused && targets.kind == LossKind::Softmax {
             let s = fused::softmax_step(

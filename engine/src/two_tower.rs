@@ -24,7 +24,8 @@ use crate::{
     EngineError, Result, fused,
     ids::{self, Expired, IdMap, touch},
     loss::{
-        self, ItemFrequency, LossKind, Sampling, SharedSettings, candidates, leaf_grad, unique_rows,
+        self, ItemFrequency, LossKind, Sampling, SharedSettings, leaf_grad, step_candidates,
+        unique_rows,
     },
     mf::{StepStats, add_l2},
     table::{EmbeddingTable, TableParts},
@@ -209,6 +210,8 @@ pub struct TwoTowerModel {
     steps: u64,
     user_seen: Vec<u32>,
     item_seen: Vec<u32>,
+    /// The softmax runs on the fused CPU path (see [`TwoTowerConfig::fused_cpu_step`]).
+    fused: bool,
 }
 
 impl std::fmt::Debug for TwoTowerModel {
@@ -276,6 +279,7 @@ impl TwoTowerModel {
             ));
         }
         Ok(Self {
+            fused: crate::mf::fused_path(cfg.fused_cpu_step, &device),
             users: EmbeddingTable::new(cfg.dim, cfg.init_scale, cfg.seed),
             items: EmbeddingTable::new(cfg.dim, cfg.init_scale, cfg.seed.wrapping_add(1)),
             categories: EmbeddingTable::new(cfg.dim, cfg.init_scale, cfg.seed.wrapping_add(4)),
@@ -670,29 +674,19 @@ impl TwoTowerModel {
         if batch.is_empty() {
             return Ok((StepStats::default(), Vec::new(), Vec::new()));
         }
-        for &(_, i, w) in batch {
-            self.freq.observe(i, w);
-        }
-        let step_no = self.steps;
-        self.steps += 1;
-        let item_rows: Vec<u32> = batch.iter().map(|b| b.1).collect();
-        let weights: Vec<f32> = batch.iter().map(|b| b.2.max(0.0)).collect();
-        let (cand_rows, targets) = candidates(
-            &item_rows,
-            weights,
+        let (cand_rows, targets) = step_candidates(
+            batch,
+            &mut self.freq,
+            &mut self.steps,
             self.items.rows(),
             &self.cfg.sampling(),
-            step_no,
-            &self.freq,
         );
         let queries: Vec<(u32, u32)> = batch.iter().map(|b| (b.0, b.1)).collect();
         let (f, u_rows, all_items, cat_rows) = self.forward(&queries, &cand_rows, true);
         let (Some(user_out), Some(item_out)) = (f.user_out, f.item_out) else {
             return Err(EngineError::Tensor("a step without users or items".into()));
         };
-        let (loss, loss_value) = if targets.kind == LossKind::Softmax
-            && crate::mf::fused_path(self.cfg.fused_cpu_step, &self.device)
-        {
+        let (loss, loss_value) = if targets.kind == LossKind::Softmax && self.fused {
             // The softmax and its gradient by hand; burn backpropagates that gradient
             // through the towers via `Σ out ⊙ ∂L/∂out`, whose gradient it is.
             let d = self.cfg.dim;

@@ -66,35 +66,35 @@ pub struct Replica {
     pub status: Arc<FollowStatus>,
     cancel: CancellationToken,
     follower: tokio::task::JoinHandle<recsys_serving::Result<()>>,
-    addr: std::net::SocketAddr,
+    pub addr: std::net::SocketAddr,
     server: actix_web::dev::ServerHandle,
 }
 
 impl Replica {
     pub fn start(brokers: &str, snapshot_dir: &Path, apply_interval_ms: u64) -> Self {
-        let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
         let follow = FollowConfig {
             brokers: brokers.to_owned(),
             snapshot_dir: snapshot_dir.to_str().unwrap().to_owned(),
             apply_interval_ms,
             ..FollowConfig::default()
         };
+        Self::start_with(follow, Arc::new(MemoryUserStore::new()), 1)
+    }
+
+    /// A replica of generation 1 (or what `follow.models_dir` makes current) reading
+    /// user vectors from `store`, with `workers` HTTP workers.
+    pub fn start_with(follow: FollowConfig, store: Arc<MemoryUserStore>, workers: usize) -> Self {
+        let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
         let follower = ItemFollower::new(follow, 1, catalog.clone()).unwrap();
         let status = follower.status();
         let cancel = CancellationToken::new();
         let follower = tokio::spawn(follower.run(cancel.clone()));
         let cfg = ServingConfig {
             bind: "127.0.0.1:0".into(),
-            workers: 1,
+            workers,
             ..ServingConfig::default()
         };
-        let state = AppState::new(
-            catalog.clone(),
-            Arc::new(MemoryUserStore::new()),
-            cfg,
-            status.clone(),
-        )
-        .unwrap();
+        let state = AppState::new(catalog.clone(), store, cfg, status.clone()).unwrap();
         let (server, addr) = recsys_serving::start(state).unwrap();
         let handle = server.handle();
         tokio::spawn(server);

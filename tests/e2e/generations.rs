@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::follow::Replica;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use recsys::allinone::{Pipeline, memory_store};
@@ -25,8 +26,7 @@ use recsys_engine::snapshot;
 use recsys_engine::store::MemoryUserStore;
 use recsys_engine::synth::SynthConfig;
 use recsys_schemas::api::{RecommendationResponse, Source};
-use recsys_serving::{AppState, CatalogHolder, FollowConfig, ItemFollower, ServingConfig};
-use tokio_util::sync::CancellationToken;
+use recsys_serving::FollowConfig;
 
 const USERS: usize = 8;
 
@@ -75,7 +75,6 @@ async fn switching_generations_under_load_never_mixes_them() {
         store.put_vector(2, &format!("u{u}"), vec![0.0, 2.0, 0.0, 0.0]);
     }
 
-    let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
     let follow = FollowConfig {
         brokers: kafka.bootstrap_servers().to_owned(),
         items_topic: String::new(),
@@ -83,19 +82,12 @@ async fn switching_generations_under_load_never_mixes_them() {
         generation_poll_ms: 5,
         ..FollowConfig::default()
     };
-    let follower = ItemFollower::new(follow, 1, catalog.clone()).unwrap();
-    let status = follower.status();
-    let cancel = CancellationToken::new();
-    let follower = tokio::spawn(follower.run(cancel.clone()));
-    let cfg = ServingConfig {
-        bind: "127.0.0.1:0".into(),
-        workers: 2,
-        ..ServingConfig::default()
-    };
-    let state = AppState::new(catalog.clone(), store, cfg, status.clone()).unwrap();
-    let (server, addr) = recsys_serving::start(state).unwrap();
-    let handle = server.handle();
-    tokio::spawn(server);
+    let replica = Replica::start_with(follow, store, 2);
+    let (catalog, status, addr) = (
+        replica.catalog.clone(),
+        replica.status.clone(),
+        replica.addr,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while catalog.load().item_count() == 0 {
         assert!(Instant::now() < deadline, "generation 1 never loaded");
@@ -185,9 +177,7 @@ async fn switching_generations_under_load_never_mixes_them() {
     assert_eq!(catalog.load().generation, 2, "generation 7 has no snapshot");
     assert_eq!(catalog.load().item_count(), 2);
 
-    handle.stop(true).await;
-    cancel.cancel();
-    follower.await.unwrap().unwrap();
+    replica.stop().await;
 }
 
 /// The high watermark of each partition of `topic`.
