@@ -252,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    recsys_engine::index::check_cpu()?;
     let cfg = Config::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
         Command::Demo {
