@@ -34,6 +34,11 @@ pub struct IndexBenchOptions {
     /// Catalog size of the replica in the delta measurement.
     pub delta_base_items: usize,
     pub delta_items: usize,
+    /// Re-rank depths measured on the IVF-PQ index (recall and speed each).
+    pub rerank_factors: Vec<usize>,
+    /// A checkpoint whose trained item vectors replace the synthetic catalogs, with
+    /// `queries` of its user vectors (a seeded sample) as the queries.
+    pub checkpoint: Option<std::path::PathBuf>,
 }
 
 impl Default for IndexBenchOptions {
@@ -46,15 +51,21 @@ impl Default for IndexBenchOptions {
             seed: 5,
             delta_base_items: 100_000,
             delta_items: 10_000,
+            rerank_factors: vec![5, 10, 20, 30],
+            checkpoint: None,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexRow {
+    /// `synthetic` or the checkpoint's path.
+    pub data: String,
     pub items: usize,
     pub config: String,
     pub factory: String,
+    /// Candidates fetched per result and re-ranked exactly (1 = none).
+    pub rerank_factor: usize,
     pub build_s: f64,
     /// FAISS structure plus the raw vectors kept for re-ranking and fold-in.
     pub memory_bytes: usize,
@@ -144,11 +155,72 @@ fn recall(index: &ItemIndex, queries: &[f32], truth: &[HashSet<u64>]) -> anyhow:
     Ok(hits as f64 / (10 * truth.len()) as f64)
 }
 
+/// Item vectors and queries of one measured catalog: synthetic clusters of `n`, or a
+/// checkpoint's trained items with a sample of its users as queries.
+struct IndexData {
+    label: String,
+    dim: usize,
+    items: Vec<f32>,
+    queries: Vec<f32>,
+}
+
+fn checkpoint_data(path: &std::path::Path, queries: usize, seed: u64) -> anyhow::Result<IndexData> {
+    use rand::seq::SliceRandom;
+    let device = recsys_engine::device::cpu_autodiff_device();
+    let (model, _) = recsys_engine::checkpoint::load(path, device)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let live = |ids: &[String]| -> Vec<u32> {
+        (0..ids.len() as u32)
+            .filter(|&r| !ids[r as usize].is_empty())
+            .collect()
+    };
+    let item_rows = live(model.item_ids().ids());
+    let mut user_rows = live(model.user_ids().ids());
+    user_rows.shuffle(&mut StdRng::seed_from_u64(seed));
+    user_rows.truncate(queries);
+    if item_rows.is_empty() || user_rows.is_empty() {
+        bail!("{} holds no items or no users", path.display());
+    }
+    Ok(IndexData {
+        label: path.display().to_string(),
+        dim: model.dim(),
+        items: model.item_vectors(&item_rows)?,
+        queries: model.user_vectors(&user_rows)?,
+    })
+}
+
 pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> {
-    let dim = opts.dim;
+    let data = match &opts.checkpoint {
+        Some(path) => vec![tokio::task::block_in_place(|| {
+            checkpoint_data(path, opts.queries, opts.seed)
+        })?],
+        None => opts
+            .items
+            .iter()
+            .map(|&n| {
+                let (items, queries) = clustered(n, opts.queries, opts.dim, opts.seed);
+                IndexData {
+                    label: "synthetic".into(),
+                    dim: opts.dim,
+                    items,
+                    queries,
+                }
+            })
+            .collect(),
+    };
     let mut rows = Vec::new();
-    for &n in &opts.items {
-        let (items, queries) = clustered(n, opts.queries, dim, opts.seed);
+    for IndexData {
+        label,
+        dim,
+        items,
+        queries,
+    } in data
+    {
+        let n = items.len() / dim;
+        eprintln!(
+            "{label}: {n} items of dimension {dim}, {} queries",
+            queries.len() / dim
+        );
         let ids: Vec<u64> = (0..n as u64).collect();
         // The factory strings the size-based default would pick, forced per row.
         let sized = |below: usize| IndexConfig {
@@ -158,16 +230,14 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
         };
         let ivf_flat = sized(usize::MAX).factory_for(n, dim);
         let ivf_pq = sized(0).factory_for(n, dim);
-        let configs: Vec<(&str, String, usize)> = vec![
+        let mut configs: Vec<(&str, String, usize)> = vec![
             ("flat", "IDMap2,Flat".into(), 1),
             ("ivf_flat", ivf_flat, 1),
             ("ivf_pq", ivf_pq.clone(), 1),
-            (
-                "ivf_pq_rerank",
-                ivf_pq,
-                IndexConfig::default().rerank_factor,
-            ),
         ];
+        for &f in &opts.rerank_factors {
+            configs.push(("ivf_pq_rerank", ivf_pq.clone(), f));
+        }
         let mut truth: Vec<HashSet<u64>> = Vec::new();
         let mut pq: Option<(ItemIndex, f64)> = None;
         for (name, factory, rerank) in configs {
@@ -176,11 +246,11 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
                 rerank_factor: rerank,
                 ..IndexConfig::default()
             };
-            // The re-ranked IVF-PQ shares its FAISS structure with plain IVF-PQ; only the
-            // re-rank depth differs, so it is not built twice.
-            let (index, build_s) = match pq.take() {
+            // The re-ranked IVF-PQ rows share the FAISS structure of plain IVF-PQ; only
+            // the re-rank depth differs, so it is built once.
+            let (index, build_s) = match &pq {
                 Some((built, s)) if name == "ivf_pq_rerank" => {
-                    (built.with_rerank_factor(rerank), s)
+                    (built.try_clone()?.with_rerank_factor(rerank), *s)
                 }
                 _ => {
                     eprintln!("building {name} ({factory}) over {n} items");
@@ -207,12 +277,14 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
             })?;
             let started = Instant::now();
             index.search_batch(&queries, 10)?;
-            let qps_batched = opts.queries as f64 / started.elapsed().as_secs_f64();
+            let qps_batched = (queries.len() / dim) as f64 / started.elapsed().as_secs_f64();
             let faiss_bytes = index.faiss_bytes()?;
             let row = IndexRow {
+                data: label.clone(),
                 items: n,
                 config: name.into(),
                 factory,
+                rerank_factor: rerank,
                 build_s,
                 memory_bytes: faiss_bytes + index.raw_bytes(),
                 faiss_bytes,
@@ -221,10 +293,13 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
                 qps_single_2_threads: two,
                 qps_batched,
             };
+            let config = match name {
+                "ivf_pq_rerank" => format!("{name} x{rerank}"),
+                _ => name.to_owned(),
+            };
             eprintln!(
-                "  {:<14} build {:>7.2}s  memory {:>6.1} MB (FAISS {:>6.1} MB)  recall@10 {:.3}  \
+                "  {config:<18} build {:>7.2}s  memory {:>6.1} MB (FAISS {:>6.1} MB)  recall@10 {:.4}  \
                  single {:>8.0}/s  2 threads {:>8.0}/s  batched {:>8.0}/s",
-                row.config,
                 row.build_s,
                 row.memory_bytes as f64 / 1e6,
                 row.faiss_bytes as f64 / 1e6,
@@ -533,30 +608,34 @@ pub async fn serve(
         writer.publish(1, chunk).await?;
     }
 
-    let store = Arc::new(
-        RedisUserVectorStore::connect_pool(
-            &redis.url(),
-            Duration::from_millis(50),
-            serving.store_connections,
-        )
-        .await?,
-    );
+    let store =
+        Arc::new(RedisUserVectorStore::connect(&redis.url(), Duration::from_millis(50)).await?);
     // Bare costs: the store lookup serving does (vector + history, one round trip) and
-    // the index search it does (k + history candidates), each alone.
-    let mut redis_ms = Vec::new();
-    let mut search_ms = Vec::new();
+    // the index search it does (k + history candidates), each alone, on a thread set up
+    // as an HTTP worker is (a single-threaded event loop, one-thread FAISS searches).
     let index = catalog.load().index.clone().context("index")?;
-    for n in 0..5_000usize {
-        let u = (n * 7919) % opts.users;
-        let t = Instant::now();
-        store.get(1, &format!("u{u}"), 500).await?;
-        redis_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        let q = &users[u * dim..(u + 1) * dim];
-        let t = Instant::now();
-        index.search(q, 15)?;
-        search_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let (bare_redis, bare_search) = (p50(redis_ms), p50(search_ms));
+    let (bare_store, bare_users) = (store.clone(), users.clone());
+    let (bare_redis, bare_search) = std::thread::spawn(move || -> anyhow::Result<(f64, f64)> {
+        recsys_engine::index::single_threaded_searches();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut redis_ms = Vec::new();
+        let mut search_ms = Vec::new();
+        for n in 0..5_000usize {
+            let u = (n * 7919) % opts.users;
+            let t = Instant::now();
+            rt.block_on(bare_store.get(1, &format!("u{u}"), 500))?;
+            redis_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let q = &bare_users[u * dim..(u + 1) * dim];
+            let t = Instant::now();
+            index.search(q, 15)?;
+            search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((p50(redis_ms), p50(search_ms)))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("bare measurement panicked"))??;
 
     let follow = Arc::new(FollowStatus::default());
     follow.set_ready();
@@ -566,8 +645,12 @@ pub async fn serve(
         ..serving
     };
     eprintln!(
-        "server: {} HTTP workers, {} search threads (0 = one per core)",
-        cfg.workers, cfg.search_threads
+        "server: {} HTTP workers (0 = one per core), searches {}",
+        cfg.workers,
+        match cfg.search_threads {
+            0 => "inline on the workers".to_owned(),
+            n => format!("on a pool of {n} threads"),
+        }
     );
     let state = AppState::new(catalog.clone(), store, cfg, follow)?;
     let (server, addr) = recsys_serving::start(state)?;

@@ -217,6 +217,12 @@ enum BenchCommand {
         /// Queries for recall and batched QPS.
         #[arg(long, default_value_t = IndexBenchOptions::default().queries)]
         queries: usize,
+        /// Re-rank depths to measure on IVF-PQ, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = IndexBenchOptions::default().rerank_factors)]
+        rerank: Vec<usize>,
+        /// Measure on a checkpoint's trained item vectors instead, its users as queries.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
         /// Print the report as one JSON object on the last line.
         #[arg(long)]
         json: bool,
@@ -286,6 +292,8 @@ async fn main() -> anyhow::Result<()> {
                     items,
                     dim,
                     queries,
+                    rerank,
+                    checkpoint,
                     json,
                 },
         } => {
@@ -293,6 +301,8 @@ async fn main() -> anyhow::Result<()> {
                 items,
                 dim,
                 queries,
+                rerank_factors: rerank,
+                checkpoint,
                 ..IndexBenchOptions::default()
             })
             .await?;

@@ -59,13 +59,10 @@ pub async fn redis_writer(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn Use
 }
 
 async fn redis_reader(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorStore>> {
-    let reader = RedisUserVectorStore::connect_pool(
-        url,
-        Duration::from_millis(cfg.serving.store_timeout_ms),
-        cfg.serving.store_connections,
-    )
-    .await
-    .with_context(|| format!("store.redis_url: connecting to {url}"))?;
+    let reader =
+        RedisUserVectorStore::connect(url, Duration::from_millis(cfg.serving.store_timeout_ms))
+            .await
+            .with_context(|| format!("store.redis_url: connecting to {url}"))?;
     Ok(Arc::new(reader))
 }
 

@@ -17,15 +17,14 @@ pub struct ServingConfig {
     pub default_k: usize,
     /// Budget for one user-store lookup, ms; past it the request uses a fallback.
     pub store_timeout_ms: u64,
-    /// Redis connections (each multiplexed) the lookups take in turn.
-    pub store_connections: usize,
     /// Worker threads of the HTTP server (0 = one per core).
     pub workers: usize,
     /// Model generation whose user vectors are read.
     pub generation: u64,
-    /// Threads of the dedicated search pool (0 = one per core).
+    /// Threads of a dedicated search pool; 0 (the default) searches on the HTTP worker
+    /// that took the request, with no hand-off (see `search.rs` for when a pool pays).
     pub search_threads: usize,
-    /// Searches that may wait for a search thread; beyond, requests get 503.
+    /// Searches that may wait for a pool thread; beyond, requests get 503 (pool only).
     pub search_queue: usize,
     /// Largest request body, bytes; larger ones get 413.
     pub max_body_bytes: usize,
@@ -55,7 +54,6 @@ impl Default for ServingConfig {
             max_k: 100,
             default_k: 10,
             store_timeout_ms: 50,
-            store_connections: 4,
             workers: 0,
             generation: 1,
             search_threads: 0,
@@ -87,9 +85,6 @@ impl ServingConfig {
         }
         if self.store_timeout_ms == 0 {
             return bad("store_timeout_ms", "must be positive");
-        }
-        if !(1..=64).contains(&self.store_connections) {
-            return bad("store_connections", "must be in 1..=64");
         }
         if self.search_queue == 0 {
             return bad("search_queue", "must be at least 1");

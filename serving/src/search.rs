@@ -1,7 +1,16 @@
-//! The dedicated search pool: index searches run on a fixed set of threads of their own,
+//! Where index searches run. By default on the HTTP worker that took the request, with
+//! no hand-off: an IVF-PQ search with re-ranking is 0.1 ms of CPU, and on a 2-core machine
+//! the two thread hops of a separate pool (wake a searcher, wake the worker again) cost
+//! more in context switches than they keep off the worker's event loop. `bench serve`
+//! at 5,000 req/s on 100k items measured p99 6.0 ms with a two-thread pool and
+//! (see the README) less inline.
+//!
+//! With `search_threads = N` searches run on a dedicated pool of N threads of their own,
 //! never on the actix workers and never queued behind other blocking work (Redis
-//! fallbacks, snapshot loading, index rebuilds use tokio's blocking pool). The queue is
-//! bounded: when it is full a request fails fast with 503 instead of waiting.
+//! fallbacks, snapshot loading, index rebuilds use tokio's blocking pool): worth it when
+//! one search is long (large IVF-flat catalogs) and cheap requests should not wait
+//! behind it. Its queue is bounded: when it is full a request fails fast with 503
+//! instead of waiting.
 //!
 //! Micro-batching concurrent queries into one FAISS call was measured and not kept:
 //! `recsys bench index` on a 2-core machine shows one batched call beating two threads of
@@ -26,7 +35,8 @@ struct Job {
 }
 
 pub struct SearchPool {
-    tx: SyncSender<Job>,
+    /// `None`: inline, on the calling thread.
+    tx: Option<SyncSender<Job>>,
     threads: usize,
 }
 
@@ -39,13 +49,12 @@ impl std::fmt::Debug for SearchPool {
 }
 
 impl SearchPool {
-    /// `threads` searchers (0 = one per core) behind a queue of `queue` waiting searches.
+    /// `threads` searchers behind a queue of `queue` waiting searches; 0 threads: every
+    /// search runs inline on the thread that asks for it.
     pub fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            threads
-        };
+        if threads == 0 {
+            return Ok(Self { tx: None, threads });
+        }
         let (tx, rx) = sync_channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..threads {
@@ -54,7 +63,10 @@ impl SearchPool {
                 .name(format!("search-{n}"))
                 .spawn(move || worker(&rx))?;
         }
-        Ok(Self { tx, threads })
+        Ok(Self {
+            tx: Some(tx),
+            threads,
+        })
     }
 
     /// Top-`k` of `query` in `index`, searched on the pool.
@@ -64,8 +76,18 @@ impl SearchPool {
         query: Vec<f32>,
         k: usize,
     ) -> Result<Vec<(u64, f32)>> {
+        let Some(tx) = &self.tx else {
+            INLINE_SINGLE_THREADED.with(|set| {
+                if !set.replace(true) {
+                    recsys_engine::index::single_threaded_searches();
+                }
+            });
+            return index
+                .search(&query, k)
+                .map_err(|e| ServingError::Internal(e.to_string()));
+        };
         let (reply, answer) = oneshot::channel();
-        match self.tx.try_send(Job {
+        match tx.try_send(Job {
             index,
             query,
             k,
@@ -85,6 +107,11 @@ impl SearchPool {
             .await
             .map_err(|_| ServingError::Internal("search thread failed".into()))?
     }
+}
+
+thread_local! {
+    /// Whether this thread's OpenMP team is already down to one (inline searches).
+    static INLINE_SINGLE_THREADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Takes jobs until every sender is gone (the pool was dropped).
@@ -120,22 +147,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn searches_on_the_pool() {
-        let pool = SearchPool::new(2, 16).unwrap();
-        let hits = pool.search(index(), vec![1.0, 0.0], 3).await.unwrap();
-        assert_eq!(
-            hits.iter().map(|h| h.0).collect::<Vec<_>>(),
-            vec![99, 98, 97]
-        );
-        let err = pool.search(index(), vec![1.0], 3).await.unwrap_err();
-        assert!(err.to_string().contains("dimension"), "{err}");
+    async fn searches_on_the_pool_and_inline() {
+        for threads in [2, 0] {
+            let pool = SearchPool::new(threads, 16).unwrap();
+            assert_eq!(pool.tx.is_some(), threads > 0);
+            let hits = pool.search(index(), vec![1.0, 0.0], 3).await.unwrap();
+            assert_eq!(
+                hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+                vec![99, 98, 97]
+            );
+            let err = pool.search(index(), vec![1.0], 3).await.unwrap_err();
+            assert!(err.to_string().contains("dimension"), "{err}");
+        }
     }
 
     #[tokio::test]
     async fn a_full_queue_fails_fast() {
         // No searcher and a queue of one: the first job waits, the second is refused.
         let (tx, rx) = sync_channel::<Job>(1);
-        let pool = SearchPool { tx, threads: 0 };
+        let pool = SearchPool {
+            tx: Some(tx),
+            threads: 1,
+        };
         let first = pool.search(index(), vec![1.0, 0.0], 1);
         let second = pool.search(index(), vec![1.0, 0.0], 1);
         let (first, second) = tokio::join!(
