@@ -460,6 +460,8 @@ pub struct ServeRun {
     /// Responses other than 200, and connection errors (not the requests oha cuts off
     /// when the run's time is up).
     pub errors: u64,
+    /// `p50_ms` over (bare search p50 + bare Redis p50).
+    pub overhead_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -482,6 +484,9 @@ pub struct ServeBenchReport {
     pub bare_redis_p50_ms: f64,
     /// HTTP p50 over (bare search p50 + bare Redis p50).
     pub overhead_ratio: f64,
+    /// `GET /healthz` (no work) at the highest offered rate: the floor of the HTTP
+    /// exchange and the load generator sharing the machine.
+    pub healthz: Option<ServeRun>,
 }
 
 fn p50(mut xs: Vec<f64>) -> f64 {
@@ -548,6 +553,7 @@ fn oha(url_regex: &str, rate: u32, seconds: u32, connections: u32) -> anyhow::Re
         p99_ms: pct("p99"),
         p999_ms: pct("p99.9"),
         errors: all - ok + conn_errors,
+        overhead_ratio: f64::NAN,
     })
 }
 
@@ -622,10 +628,19 @@ pub async fn serve(
             .build()?;
         let mut redis_ms = Vec::new();
         let mut search_ms = Vec::new();
+        let mut failed = 0usize;
         for n in 0..5_000usize {
             let u = (n * 7919) % opts.users;
             let t = Instant::now();
-            rt.block_on(bare_store.get(1, &format!("u{u}"), 500))?;
+            // A lookup past the 50 ms budget (a hiccup of the shared machine) counts
+            // with the time it took; only a store that keeps failing ends the bench.
+            if rt
+                .block_on(bare_store.get(1, &format!("u{u}"), 500))
+                .is_err()
+            {
+                failed += 1;
+                anyhow::ensure!(failed <= 50, "the bare Redis lookup failed {failed} times");
+            }
             redis_ms.push(t.elapsed().as_secs_f64() * 1e3);
             let q = &bare_users[u * dim..(u + 1) * dim];
             let t = Instant::now();
@@ -636,6 +651,9 @@ pub async fn serve(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("bare measurement panicked"))??;
+    eprintln!(
+        "bare index search p50 {bare_search:.3} ms, bare redis lookup p50 {bare_redis:.3} ms"
+    );
 
     let follow = Arc::new(FollowStatus::default());
     follow.set_ready();
@@ -663,13 +681,42 @@ pub async fn serve(
     for &rate in &opts.rates {
         eprintln!("offering {rate} requests/s for {} s", opts.seconds);
         let (url, seconds, conns) = (url.clone(), opts.seconds, opts.connections);
-        let run = tokio::task::spawn_blocking(move || oha(&url, rate, seconds, conns)).await??;
+        let mut run =
+            tokio::task::spawn_blocking(move || oha(&url, rate, seconds, conns)).await??;
+        run.overhead_ratio = run.p50_ms / (bare_search + bare_redis);
         eprintln!(
-            "  {:>6} offered: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}",
-            run.offered_rps, run.rps, run.p50_ms, run.p99_ms, run.p999_ms, run.errors
+            "  {:>6} offered: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
+             errors {}  p50/bare {:.2}",
+            run.offered_rps,
+            run.rps,
+            run.p50_ms,
+            run.p99_ms,
+            run.p999_ms,
+            run.errors,
+            run.overhead_ratio
         );
         runs.push(run);
     }
+    // The floor: the same load on `GET /healthz`, which does no work, shows what the HTTP
+    // exchange and the load generator cost at the highest rate on this machine.
+    let floor = match opts.rates.iter().max() {
+        Some(&rate) => {
+            let (url, seconds, conns) = (
+                format!("http://{addr}/healthz"),
+                opts.seconds,
+                opts.connections,
+            );
+            eprintln!("offering {rate} requests/s to /healthz for {seconds} s");
+            let run =
+                tokio::task::spawn_blocking(move || oha(&url, rate, seconds, conns)).await??;
+            eprintln!(
+                "  /healthz at {rate}: p50 {:.3} ms  p99 {:.3} ms (HTTP and load-generator floor)",
+                run.p50_ms, run.p99_ms
+            );
+            Some(run)
+        }
+        None => None,
+    };
     handle.stop(true).await;
     let sustained = |r: &&ServeRun| {
         r.rps >= 0.95 * f64::from(r.offered_rps)
@@ -706,6 +753,7 @@ pub async fn serve(
         bare_search_p50_ms: bare_search,
         bare_redis_p50_ms: bare_redis,
         overhead_ratio: last.p50_ms / (bare_search + bare_redis),
+        healthz: floor,
         runs,
     })
 }
