@@ -542,7 +542,8 @@ unsafe extern "C" {
 /// Makes FAISS searches from the calling thread run on that thread alone. A single
 /// query has nothing to split, but each search still opens an OpenMP region whose idle
 /// team then spins on the cores other requests need; threads that serve many concurrent
-/// single queries (the serving search pool) call this once.
+/// single queries (HTTP workers searching inline, or a serving search pool) call this
+/// once.
 #[allow(unsafe_code)]
 pub fn single_threaded_searches() {
     // SAFETY: sets a per-thread OpenMP setting; no pointers, no shared state.

@@ -1,4 +1,5 @@
-//! HTTP handlers. Searches run on the dedicated search pool, never on the async workers.
+//! HTTP handlers. Searches run where `serving.search_threads` says: on the HTTP worker
+//! itself (the default) or on a dedicated pool (`search.rs`).
 //! Every error body is JSON `{"error": ...}` with a 4xx status naming what was wrong, and
 //! a dependency failure (user store down or slow) is answered from a fallback, never with
 //! a 5xx.
@@ -53,7 +54,7 @@ pub struct AppState {
 pub type ExtraGauges = Arc<dyn Fn() -> Vec<(&'static str, &'static str, f64)> + Send + Sync>;
 
 impl AppState {
-    /// Starts the search pool sized by `cfg`.
+    /// Sets up searching as `cfg.search_threads` says (inline, or a pool of threads).
     pub fn new(
         catalog: Arc<CatalogHolder>,
         users: Arc<dyn UserVectorStore>,

@@ -116,3 +116,85 @@ async fn unreachable_redis_is_an_error_not_a_hang() {
     .expect("lookup must not hang");
     assert!(matches!(lookup, Err(StoreError::Unavailable(_))));
 }
+
+/// Each thread looks users up over a connection of its own; when Redis goes away and
+/// comes back, every thread replaces its broken connection and reads again.
+#[test]
+fn every_thread_reconnects_after_redis_returns() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let url = redis.url();
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let main = rt();
+    let reader = std::sync::Arc::new(
+        main.block_on(RedisUserVectorStore::connect(
+            &url,
+            std::time::Duration::from_millis(500),
+        ))
+        .unwrap(),
+    );
+    let publish = |url: String| {
+        rt().block_on(async move {
+            RedisUserVectorSink::connect(&url, 3600, 3)
+                .await
+                .unwrap()
+                .publish(
+                    1,
+                    &[UserUpdate {
+                        user_id: "alice".into(),
+                        vector: vec![1.0, 2.0],
+                        new_items: vec![],
+                    }],
+                )
+                .await
+                .unwrap();
+        })
+    };
+    publish(url.clone());
+    // Three "workers", each with its own event loop, like actix's.
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<bool>>();
+            let reader = reader.clone();
+            std::thread::spawn(move || {
+                let rt = rt();
+                for reply in rx {
+                    let found = rt
+                        .block_on(reader.get(1, "alice", 10))
+                        .map(|r| r.vector == Some(vec![1.0, 2.0]))
+                        .unwrap_or(false);
+                    reply.send(found).unwrap();
+                }
+            });
+            tx
+        })
+        .collect();
+    let ask = |w: &std::sync::mpsc::Sender<std::sync::mpsc::Sender<bool>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.send(tx).unwrap();
+        rx.recv().unwrap()
+    };
+    assert!(workers.iter().all(&ask), "every worker reads");
+    drop(redis);
+    assert!(
+        workers.iter().all(|w| !ask(w)),
+        "no worker reads while Redis is gone"
+    );
+    let _redis = RedisServer::start_on(port);
+    publish(url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for w in &workers {
+        while !ask(w) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a worker never reconnected"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
