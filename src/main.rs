@@ -243,6 +243,9 @@ enum BenchCommand {
         /// factory string.
         #[arg(long, default_value_t = ServeBenchOptions::default().index)]
         index: String,
+        /// Passes over the rates; each rate is then judged by the medians of its runs.
+        #[arg(long, default_value_t = ServeBenchOptions::default().repeat)]
+        repeat: u32,
         #[arg(long)]
         json: bool,
     },
@@ -348,6 +351,7 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     seconds,
                     index,
+                    repeat,
                     json,
                 },
         } => {
@@ -358,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
                     rates: rate,
                     seconds,
                     index,
+                    repeat,
                     ..ServeBenchOptions::default()
                 },
                 cfg.serving.clone(),
