@@ -42,7 +42,10 @@ pub trait UserVectorStore: Send + Sync {
 /// lookup cost two cross-thread wake-ups, which on a 2-core machine at 5,000 req/s were a
 /// visible share of the CPU. A connection that fails is dropped; the thread reconnects on
 /// a later lookup, at most once per `reconnect_after`, and answers "unavailable" (a
-/// fallback, never a 5xx) in between without waiting.
+/// fallback, never a 5xx) in between without waiting. A thread's connections live as long
+/// as the thread (a dropped store leaves its idle connection there until then); the driver
+/// task of each runs on the event loop that opened it, so a thread must keep one event
+/// loop for its lookups, as actix workers and tokio workers do.
 pub struct RedisUserVectorStore {
     client: redis::Client,
     /// Tells this store's connections from other stores' in the thread-local map.
