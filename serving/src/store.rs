@@ -41,7 +41,7 @@ pub trait UserVectorStore: Send + Sync {
 /// crosses threads. With a shared pool the Redis driver ran on another thread, and every
 /// lookup cost two cross-thread wake-ups, which on a 2-core machine at 5,000 req/s were a
 /// visible share of the CPU. A connection that fails is dropped; the thread reconnects on
-/// a later lookup, at most once per `reconnect_after`, and answers "unavailable" (a
+/// a later lookup, at most once per `RECONNECT_AFTER`, and answers "unavailable" (a
 /// fallback, never a 5xx) in between without waiting. A thread's connections live as long
 /// as the thread (a dropped store leaves its idle connection there until then); the driver
 /// task of each runs on the event loop that opened it, so a thread must keep one event
@@ -51,8 +51,10 @@ pub struct RedisUserVectorStore {
     /// Tells this store's connections from other stores' in the thread-local map.
     key: u64,
     timeout: Duration,
-    reconnect_after: Duration,
 }
+
+/// How long a thread waits after a failed connection before it tries again.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 enum Slot {
     Up(MultiplexedConnection),
@@ -81,7 +83,6 @@ impl RedisUserVectorStore {
             client,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             timeout,
-            reconnect_after: Duration::from_millis(500),
         })
     }
 
@@ -98,7 +99,7 @@ impl RedisUserVectorStore {
         });
         match slot {
             Some(Ok(conn)) => return Ok(conn),
-            Some(Err(at)) if at.elapsed() < self.reconnect_after => {
+            Some(Err(at)) if at.elapsed() < RECONNECT_AFTER => {
                 return Err(StoreError::Unavailable(
                     "redis unreachable; reconnecting shortly".into(),
                 ));
