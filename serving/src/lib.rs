@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::dev::{Server, Service};
-use actix_web::{App, HttpServer, ResponseError, web};
+use actix_web::{App, HttpMessage, HttpServer, ResponseError, web};
 
 pub use api::AppState;
 pub use auth::{AuthConfig, Role};
@@ -33,6 +33,9 @@ pub use store::{RedisUserVectorStore, StoreError, UserVectorStore};
 
 /// Routes that stay open and unlimited: probes and scrapes must work under load.
 const EXEMPT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The route label of requests no route matched (404s).
+const UNMATCHED: &str = "unmatched";
 
 /// One request in flight; released on drop, however the request ends.
 struct InFlight(Arc<AtomicUsize>);
@@ -81,8 +84,7 @@ pub fn start(state: AppState) -> std::io::Result<(Server, SocketAddr)> {
             .configure(|c| api::configure(c, max_body))
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                let method = req.method().as_str().to_owned();
+                let method = metrics::method_label(req.method());
                 let slot = if EXEMPT.contains(&req.path()) {
                     None
                 } else {
@@ -98,7 +100,15 @@ pub fn start(state: AppState) -> std::io::Result<(Server, SocketAddr)> {
                             "more than {max_in_flight} requests in flight; retry shortly"
                         ))
                         .error_response();
-                        (None, Some(req.into_response(resp)))
+                        // Never routed: find its route the slow way (rare by design).
+                        let route = req
+                            .match_pattern()
+                            .and_then(|p| api::ROUTES.into_iter().find(|r| *r == p));
+                        let resp = req.into_response(resp);
+                        resp.request()
+                            .extensions_mut()
+                            .insert(api::RouteLabel(route.unwrap_or(UNMATCHED)));
+                        (None, Some(resp))
                     }
                     _ => (Some(srv.call(req)), None),
                 };
@@ -110,9 +120,14 @@ pub fn start(state: AppState) -> std::io::Result<(Server, SocketAddr)> {
                         (None, Some(rejected)) => rejected,
                         (None, None) => unreachable!("a request is either called or rejected"),
                     };
+                    let route = res
+                        .request()
+                        .extensions()
+                        .get::<api::RouteLabel>()
+                        .map_or(UNMATCHED, |r| r.0);
                     data.metrics.observe(
-                        &route,
-                        &method,
+                        route,
+                        method,
                         res.status().as_u16(),
                         started.elapsed().as_secs_f64(),
                     );

@@ -8,6 +8,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use recsys_schemas::api::Source;
+
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -38,13 +40,42 @@ impl FallbackCause {
     }
 }
 
+/// Recommendation sources, in the order of `Metrics::sources`.
+const SOURCES: [Source; 3] = [Source::Personal, Source::FoldIn, Source::Popular];
+
+fn source_label(source: Source) -> &'static str {
+    match source {
+        Source::Personal => "personal",
+        Source::FoldIn => "fold_in",
+        Source::Popular => "popular",
+    }
+}
+
+/// The method as a label with no allocation; methods the API does not serve share
+/// `OTHER`, so a client cannot grow the series without bound.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// Counters and histograms of the API. Labels are static strings: recording a request
+/// allocates nothing.
 #[derive(Default)]
 pub struct Metrics {
-    /// (route, method, status) → (latency histogram)
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// (route pattern, method, status) → latency histogram
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), Histogram>>,
     fallbacks: Mutex<BTreeMap<FallbackCause, u64>>,
-    /// Answers by source (personal, fold_in, popular).
-    sources: Mutex<BTreeMap<&'static str, u64>>,
+    /// Answers by source, indexed as `SOURCES`.
+    sources: [AtomicU64; SOURCES.len()],
     pub store_errors: AtomicU64,
     pub in_flight_rejected: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -58,11 +89,9 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    pub fn observe(&self, route: &'static str, method: &'static str, status: u16, seconds: f64) {
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let h = map
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default();
+        let h = map.entry((route, method, status)).or_default();
         for (i, &b) in BUCKETS.iter().enumerate() {
             if seconds <= b {
                 h.counts[i] += 1;
@@ -81,13 +110,9 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn source(&self, source: &'static str) {
-        *self
-            .sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(source)
-            .or_default() += 1;
+    pub fn source(&self, source: Source) {
+        let i = SOURCES.iter().position(|&s| s == source).unwrap_or(0);
+        self.sources[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text, with `gauges` (name, help, value) appended.
@@ -154,13 +179,13 @@ impl Metrics {
             "# HELP recsys_answers_total Recommendation answers by the path that produced them.\n\
              # TYPE recsys_answers_total counter"
         );
-        for (source, n) in self
-            .sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(out, "recsys_answers_total{{source=\"{source}\"}} {n}");
+        for (&source, n) in SOURCES.iter().zip(&self.sources) {
+            let _ = writeln!(
+                out,
+                "recsys_answers_total{{source=\"{}\"}} {}",
+                source_label(source),
+                n.load(Ordering::Relaxed)
+            );
         }
         for (name, help, value) in [
             (
@@ -211,7 +236,7 @@ mod tests {
         m.observe("/v1/popular", "GET", 200, 0.02);
         m.observe("/v1/popular", "GET", 400, 0.0001);
         m.fallback(FallbackCause::StoreTimeout);
-        m.source("popular");
+        m.source(Source::Popular);
         let text = m.render(&[("recsys_index_items", "Items.", 42.0)]);
         assert!(text.contains(
             "recsys_http_requests_total{route=\"/v1/popular\",method=\"GET\",status=\"200\"} 2"

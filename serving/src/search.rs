@@ -72,8 +72,8 @@ impl SearchPool {
     /// Top-`k` of `query` in `index`, searched inline or on the pool.
     pub async fn search(
         &self,
-        index: Arc<ItemIndex>,
-        query: Vec<f32>,
+        index: &Arc<ItemIndex>,
+        query: &[f32],
         k: usize,
     ) -> Result<Vec<(u64, f32)>> {
         let Some(tx) = &self.tx else {
@@ -83,13 +83,13 @@ impl SearchPool {
                 }
             });
             return index
-                .search(&query, k)
+                .search(query, k)
                 .map_err(|e| ServingError::Internal(e.to_string()));
         };
         let (reply, answer) = oneshot::channel();
         match tx.try_send(Job {
-            index,
-            query,
+            index: index.clone(),
+            query: query.to_vec(),
             k,
             reply,
         }) {
@@ -151,12 +151,12 @@ mod tests {
         for threads in [2, 0] {
             let pool = SearchPool::new(threads, 16).unwrap();
             assert_eq!(pool.tx.is_some(), threads > 0);
-            let hits = pool.search(index(), vec![1.0, 0.0], 3).await.unwrap();
+            let hits = pool.search(&index(), &[1.0, 0.0], 3).await.unwrap();
             assert_eq!(
                 hits.iter().map(|h| h.0).collect::<Vec<_>>(),
                 vec![99, 98, 97]
             );
-            let err = pool.search(index(), vec![1.0], 3).await.unwrap_err();
+            let err = pool.search(&index(), &[1.0], 3).await.unwrap_err();
             assert!(err.to_string().contains("dimension"), "{err}");
         }
     }
@@ -169,8 +169,9 @@ mod tests {
             tx: Some(tx),
             threads: 1,
         };
-        let first = pool.search(index(), vec![1.0, 0.0], 1);
-        let second = pool.search(index(), vec![1.0, 0.0], 1);
+        let (a, b) = (index(), index());
+        let first = pool.search(&a, &[1.0, 0.0], 1);
+        let second = pool.search(&b, &[1.0, 0.0], 1);
         let (first, second) = tokio::join!(
             async { tokio::time::timeout(std::time::Duration::from_millis(50), first).await },
             second

@@ -449,3 +449,100 @@ async fn random_requests_from_the_openapi_document_never_get_a_5xx() {
     .await;
     handle.stop(true).await;
 }
+
+/// A user store whose lookups wait until released: requests stay in flight.
+struct Stalled {
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl recsys_serving::UserVectorStore for Stalled {
+    async fn get(
+        &self,
+        _generation: u64,
+        _user_id: &str,
+        _max_recent: usize,
+    ) -> Result<recsys_engine::store::UserRecord, recsys_serving::StoreError> {
+        let _ = self.entered.send(());
+        let _permit = self.release.acquire().await;
+        Ok(Default::default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_bound_answers_503_and_metrics_label_every_route() {
+    let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
+    catalog.apply_items(1, items()).unwrap();
+    let (entered, mut in_store) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(Stalled {
+        entered,
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let follow = Arc::new(FollowStatus::default());
+    follow.set_ready();
+    let cfg = ServingConfig {
+        bind: "127.0.0.1:0".into(),
+        workers: 1,
+        max_in_flight: 1,
+        store_timeout_ms: 30_000,
+        ..ServingConfig::default()
+    };
+    let state = AppState::new(catalog, store.clone(), cfg, follow).unwrap();
+    let (server, addr) = recsys_serving::start(state).unwrap();
+    let api = Arc::new(Api {
+        addr,
+        server: server.handle(),
+    });
+    tokio::spawn(server);
+
+    // The first request holds the only slot while its lookup waits.
+    let a = api.clone();
+    let held = tokio::task::spawn_blocking(move || a.get("/v1/users/u1/recommendations"));
+    tokio::time::timeout(Duration::from_secs(10), in_store.recv())
+        .await
+        .expect("the first request reached the store");
+    let a = api.clone();
+    blocking(move || {
+        let r = a.call("GET", "/v1/users/u2/recommendations", None, None);
+        assert_eq!(r.status, 503);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        );
+        assert!(
+            r.json().unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .contains("in flight")
+        );
+        // Probes stay open while the API is full.
+        assert_eq!(a.call("GET", "/healthz", None, None).status, 200);
+    })
+    .await;
+    store.release.add_permits(1);
+    let (status, body) = held.await.unwrap();
+    assert_eq!((status, body["source"].as_str()), (200, Some("popular")));
+
+    let a = api.clone();
+    let text = blocking(move || {
+        assert_eq!(a.call("GET", "/v1/nothing-here", None, None).status, 404);
+        assert_eq!(a.call("DELETE", "/v1/popular", None, None).status, 405);
+        String::from_utf8(a.call("GET", "/metrics", None, None).body).unwrap()
+    })
+    .await;
+    for needle in [
+        "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"200\"} 1",
+        "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"503\"} 1",
+        "recsys_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
+        "recsys_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "recsys_http_requests_total{route=\"/v1/popular\",method=\"DELETE\",status=\"405\"} 1",
+        "recsys_in_flight_rejected_total 1",
+        "recsys_answers_total{source=\"popular\"} 1",
+        "recsys_answers_total{source=\"personal\"} 0",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    api.server.stop(true).await;
+}
