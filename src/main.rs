@@ -243,6 +243,10 @@ enum BenchCommand {
         /// factory string.
         #[arg(long, default_value_t = ServeBenchOptions::default().index)]
         index: String,
+        /// `oha` processes offering each rate, each at an equal share; 0: one per 1,000
+        /// req/s (one oha paces on a 1 ms timer, so above 1,000 req/s it sends bursts).
+        #[arg(long, default_value_t = ServeBenchOptions::default().generators)]
+        generators: u32,
         /// Passes over the rates; each rate is then judged by the medians of its runs.
         #[arg(long, default_value_t = ServeBenchOptions::default().repeat)]
         repeat: u32,
@@ -351,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     seconds,
                     index,
+                    generators,
                     repeat,
                     json,
                 },
@@ -362,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
                     rates: rate,
                     seconds,
                     index,
+                    generators,
                     repeat,
                     ..ServeBenchOptions::default()
                 },
