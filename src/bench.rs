@@ -654,6 +654,11 @@ pub async fn serve(
     };
     use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 
+    anyhow::ensure!(
+        !opts.rates.is_empty() && opts.rates.iter().all(|&r| r > 0),
+        "--rate: give one or more rates above 0, got {:?}",
+        opts.rates
+    );
     let dim = opts.dim;
     let redis = crate::redis_server::RedisServer::start();
     let (items, users) = clustered(opts.items, opts.users, dim, opts.seed);

@@ -39,6 +39,17 @@ struct Api {
 }
 
 impl Api {
+    /// Starts the API of `state` on the current runtime.
+    fn start(state: AppState) -> Arc<Self> {
+        let (server, addr) = recsys_serving::start(state).unwrap();
+        let api = Arc::new(Self {
+            addr,
+            server: server.handle(),
+        });
+        tokio::spawn(server);
+        api
+    }
+
     fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&[u8]>) -> Response {
         let mut http = HttpClient::connect(self.addr).unwrap();
         let auth = key.map(|k| format!("Bearer {k}"));
@@ -53,6 +64,12 @@ impl Api {
     fn get(&self, path: &str) -> (u16, Value) {
         let r = self.call("GET", path, Some(READ), None);
         (r.status, r.json().unwrap_or(Value::Null))
+    }
+}
+
+fn assert_metrics_have(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
 }
 
@@ -113,12 +130,7 @@ async fn every_endpoint_bad_inputs_auth_limits_and_a_redis_outage() {
     let state = AppState::new(catalog.clone(), Arc::new(reader), cfg, follow)
         .unwrap()
         .with_events(Arc::new(sink));
-    let (server, addr) = recsys_serving::start(state).unwrap();
-    let api = Arc::new(Api {
-        addr,
-        server: server.handle(),
-    });
-    tokio::spawn(server);
+    let api = Api::start(state);
 
     let a = api.clone();
     blocking(move || {
@@ -289,17 +301,18 @@ async fn every_endpoint_bad_inputs_auth_limits_and_a_redis_outage() {
         String::from_utf8(r.body).unwrap()
     })
     .await;
-    for needle in [
-        "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"200\"}",
-        "recsys_http_request_duration_seconds_bucket{route=\"/v1/popular\"",
-        "recsys_fallbacks_total{cause=",
-        "recsys_rate_limited_total 1",
-        "recsys_events_accepted_total 5",
-        "recsys_index_items 50",
-        "recsys_model_generation 1",
-    ] {
-        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
-    }
+    assert_metrics_have(
+        &text,
+        &[
+            "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"200\"}",
+            "recsys_http_request_duration_seconds_bucket{route=\"/v1/popular\"",
+            "recsys_fallbacks_total{cause=",
+            "recsys_rate_limited_total 1",
+            "recsys_events_accepted_total 5",
+            "recsys_index_items 50",
+            "recsys_model_generation 1",
+        ],
+    );
     api.server.stop(true).await;
     drop(redis);
 }
@@ -389,13 +402,8 @@ async fn random_requests_from_the_openapi_document_never_get_a_5xx() {
     let state = AppState::new(catalog, store, cfg, follow)
         .unwrap()
         .with_events(Arc::new(sink));
-    let (server, addr) = recsys_serving::start(state).unwrap();
-    let handle = server.handle();
-    tokio::spawn(server);
-    let api = Api {
-        addr,
-        server: handle.clone(),
-    };
+    let api = Api::start(state);
+    let handle = api.server.clone();
     blocking(move || {
         let doc = api.call("GET", "/openapi.json", None, None).json().unwrap();
         let paths = doc["paths"].as_object().expect("paths");
@@ -489,12 +497,7 @@ async fn in_flight_bound_answers_503_and_metrics_label_every_route() {
         ..ServingConfig::default()
     };
     let state = AppState::new(catalog, store.clone(), cfg, follow).unwrap();
-    let (server, addr) = recsys_serving::start(state).unwrap();
-    let api = Arc::new(Api {
-        addr,
-        server: server.handle(),
-    });
-    tokio::spawn(server);
+    let api = Api::start(state);
 
     // The first request holds the only slot while its lookup waits.
     let a = api.clone();
@@ -532,17 +535,18 @@ async fn in_flight_bound_answers_503_and_metrics_label_every_route() {
         String::from_utf8(a.call("GET", "/metrics", None, None).body).unwrap()
     })
     .await;
-    for needle in [
-        "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"200\"} 1",
-        "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"503\"} 1",
-        "recsys_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
-        "recsys_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
-        "recsys_http_requests_total{route=\"/v1/popular\",method=\"DELETE\",status=\"405\"} 1",
-        "recsys_in_flight_rejected_total 1",
-        "recsys_answers_total{source=\"popular\"} 1",
-        "recsys_answers_total{source=\"personal\"} 0",
-    ] {
-        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
-    }
+    assert_metrics_have(
+        &text,
+        &[
+            "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"200\"} 1",
+            "recsys_http_requests_total{route=\"/v1/users/{user_id}/recommendations\",method=\"GET\",status=\"503\"} 1",
+            "recsys_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
+            "recsys_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+            "recsys_http_requests_total{route=\"/v1/popular\",method=\"DELETE\",status=\"405\"} 1",
+            "recsys_in_flight_rejected_total 1",
+            "recsys_answers_total{source=\"popular\"} 1",
+            "recsys_answers_total{source=\"personal\"} 0",
+        ],
+    );
     api.server.stop(true).await;
 }
