@@ -546,7 +546,7 @@ fn load(
     }
     .clamp(1, rate.max(1));
     let stagger = GENERATOR_STAGGER.as_secs_f64();
-    let mut children = Vec::new();
+    let mut children = Generators(Vec::new());
     for g in 0..generators {
         if g > 0 {
             std::thread::sleep(GENERATOR_STAGGER);
@@ -575,10 +575,11 @@ fn load(
             .stderr(std::process::Stdio::piped())
             .spawn()
             .context("running oha (install it with `cargo install oha`)")?;
-        children.push(child);
+        children.0.push(child);
     }
     let mut parts = Vec::new();
-    for child in children {
+    while !children.0.is_empty() {
+        let child = children.0.remove(0);
         let out = child.wait_with_output().context("waiting for oha")?;
         if !out.status.success() {
             bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -596,6 +597,19 @@ fn load(
         errors: parts.iter().map(|p| p.errors).sum(),
         overhead_ratio: f64::NAN,
     })
+}
+
+/// The `oha` processes of one run; those still running when it is dropped (a run that
+/// failed half-way) are killed rather than left loading the next run.
+struct Generators(Vec<std::process::Child>);
+
+impl Drop for Generators {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// One `oha --output-format json` summary (offered rate and generators left unset).
@@ -1163,4 +1177,24 @@ fn torch_peer(
     let v: serde_json::Value =
         serde_json::from_str(last).with_context(|| format!("torch peer printed {last:?}"))?;
     Ok(v["events_per_s"].as_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oha_summary_counts_non_200_and_connection_errors_but_not_the_deadline() {
+        let json = br#"{
+            "summary": {"requestsPerSec": 999.5},
+            "latencyPercentiles": {"p50": 0.0005, "p99": 0.002, "p99.9": 0.004},
+            "statusCodeDistribution": {"200": 990, "503": 7},
+            "errorDistribution": {"aborted due to deadline": 12, "connection closed": 3}
+        }"#;
+        let run = oha_summary(json).unwrap();
+        assert_eq!(run.errors, 10);
+        assert_eq!(run.rps, 999.5);
+        assert!((run.p50_ms - 0.5).abs() < 1e-9 && (run.p999_ms - 4.0).abs() < 1e-9);
+        assert!(oha_summary(b"not json").is_err());
+    }
 }
