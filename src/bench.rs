@@ -522,7 +522,8 @@ pub const RATE_PER_GENERATOR: u32 = 1_000;
 /// by 110–160 ms (p99 over 100 ms); 200 ms apart, each starts while the others run.
 const GENERATOR_STAGGER: Duration = Duration::from_millis(200);
 
-/// `rate` requests per second against `url_regex` for `seconds` at full rate, from
+/// `rate` requests per second against `target` (oha's arguments naming the URLs: one URL,
+/// or `--urls-from-file <file>`) for `seconds` at full rate, from
 /// `generators` `oha` processes (crates.io: `cargo install oha`) of `rate / generators`
 /// each (0: one per [`RATE_PER_GENERATOR`]) over `connections` connections each, started
 /// [`GENERATOR_STAGGER`] apart; each
@@ -533,7 +534,7 @@ const GENERATOR_STAGGER: Duration = Duration::from_millis(200);
 /// percentile of all the requests together (if no process has more than 1% of its
 /// requests above x, neither has their union).
 fn load(
-    url_regex: &str,
+    target: &[String],
     rate: u32,
     seconds: u32,
     connections: u32,
@@ -568,9 +569,8 @@ fn load(
                 "--latency-correction",
                 "--output-format",
                 "json",
-                "--rand-regex-url",
-                url_regex,
             ])
+            .args(target)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -775,9 +775,22 @@ pub async fn serve(
     let (server, addr) = recsys_serving::start(state)?;
     let handle = server.handle();
     tokio::spawn(server);
-    let max_user = opts.users.saturating_sub(1);
-    let digits = max_user.to_string().len();
-    let url = format!("http://{addr}/v1/users/u[0-9]{{1,{digits}}}/recommendations\\?k=10");
+    // Every user once, oha picking one at random per request: each user as likely as any
+    // other. (A `u[0-9]{1,5}` regex, as used before, sent 20% of the requests to ten
+    // users, and 8% to ids with leading zeros that no user has.)
+    let mut urls = tempfile::NamedTempFile::new().context("the URL list")?;
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(urls.as_file_mut());
+        for u in 0..opts.users {
+            writeln!(w, "http://{addr}/v1/users/u{u}/recommendations?k=10")?;
+        }
+        w.flush()?;
+    }
+    let url = vec![
+        "--urls-from-file".to_owned(),
+        urls.path().display().to_string(),
+    ];
     let mut runs = Vec::new();
     let passes = opts.repeat.max(1);
     for (pass, &rate) in (1..=passes).flat_map(|p| opts.rates.iter().map(move |r| (p, r))) {
@@ -809,7 +822,7 @@ pub async fn serve(
     let floor = match opts.rates.iter().max() {
         Some(&rate) => {
             let (url, seconds, conns, gens) = (
-                format!("http://{addr}/healthz"),
+                vec![format!("http://{addr}/healthz")],
                 opts.seconds,
                 opts.connections,
                 opts.generators,
