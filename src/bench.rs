@@ -512,9 +512,9 @@ fn p50(mut xs: Vec<f64>) -> f64 {
 /// Offered requests per second one `oha` process releases evenly. oha paces with tokio's
 /// timer, which ticks every millisecond: above 1,000 req/s one process releases
 /// `rate / 1000` requests at once on every tick, a synchronised burst a fixed rate does
-/// not mean. At 5,000 req/s against one server, one process measured HTTP p50 0.87, 0.95
-/// and 1.01 ms in three tries, five processes at 1,000 each 0.65, 0.59 and 0.76 ms (the
-/// highest of the five each time).
+/// not mean. At 5,000 req/s, `bench serve --generators 1` then `--generators 0`, two runs
+/// each: one process HTTP p50 0.94 and 0.88 ms (p99 6.0, 4.0), five processes at 1,000
+/// each 0.72 and 0.53 ms (p99 2.6, 2.1; the highest of the five each time).
 pub const RATE_PER_GENERATOR: u32 = 1_000;
 
 /// Pause between starting two `oha` processes of one run. Started together, their
