@@ -189,7 +189,9 @@ fn checkpoint_data(path: &std::path::Path, queries: usize, seed: u64) -> anyhow:
     })
 }
 
-pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> {
+/// `base` is the effective `[index]` configuration: every row searches with its `nprobe`
+/// (and the delta replica uses it whole); each row forces its own kind and re-rank depth.
+pub async fn index(opts: IndexBenchOptions, base: IndexConfig) -> anyhow::Result<IndexBenchReport> {
     let data = match &opts.checkpoint {
         Some(path) => vec![tokio::task::block_in_place(|| {
             checkpoint_data(path, opts.queries, opts.seed)
@@ -224,9 +226,10 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
         let ids: Vec<u64> = (0..n as u64).collect();
         // The factory strings the size-based default would pick, forced per row.
         let sized = |below: usize| IndexConfig {
+            factory: None,
             flat_below: 0,
             ivf_flat_below: below,
-            ..IndexConfig::default()
+            ..base.clone()
         };
         let ivf_flat = sized(usize::MAX).factory_for(n, dim);
         let ivf_pq = sized(0).factory_for(n, dim);
@@ -244,7 +247,7 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
             let cfg = IndexConfig {
                 factory: Some(factory.clone()),
                 rerank_factor: rerank,
-                ..IndexConfig::default()
+                ..base.clone()
             };
             // The re-ranked IVF-PQ rows share the FAISS structure of plain IVF-PQ; only
             // the re-rank depth differs, so it is built once.
@@ -314,7 +317,7 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
             }
         }
     }
-    let delta_ms = delta(&opts).await?;
+    let delta_ms = delta(&opts, &base).await?;
     Ok(IndexBenchReport {
         rows,
         delta_10k_searchable_ms: delta_ms,
@@ -326,7 +329,7 @@ pub async fn index(opts: IndexBenchOptions) -> anyhow::Result<IndexBenchReport> 
 /// Publishes a base catalog through the trainer's Kafka sink, lets a replica catch up,
 /// then times a `delta_items` delta from the start of its publish to the moment every
 /// changed item carries its new vector in the replica's index.
-async fn delta(opts: &IndexBenchOptions) -> anyhow::Result<f64> {
+async fn delta(opts: &IndexBenchOptions, index_cfg: &IndexConfig) -> anyhow::Result<f64> {
     let dim = opts.dim;
     // 16 partitions: the mock broker keeps only the newest 5 MB of each partition, and the
     // base catalog is published before the replica starts reading.
@@ -345,7 +348,7 @@ async fn delta(opts: &IndexBenchOptions) -> anyhow::Result<f64> {
     sink.publish_items(1, updates(0..opts.delta_base_items, &base))
         .await?;
 
-    let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
+    let catalog = Arc::new(CatalogHolder::new(1, index_cfg.clone()));
     let follower = ItemFollower::new(
         FollowConfig {
             brokers: brokers.clone(),
@@ -658,10 +661,12 @@ fn oha_summary(json: &[u8]) -> anyhow::Result<ServeRun> {
 /// same machine offering fixed rates. In the same run, the bare index search and the bare
 /// user-store lookup, so the serving overhead shows as a ratio.
 /// `serving` is the effective `[serving]` configuration (workers, search threads, ...);
-/// its address and API keys are replaced by a loopback port and no keys.
+/// its address and API keys are replaced by a loopback port and no keys. `index` is the
+/// effective `[index]` one (nprobe, re-rank depth), its factory chosen by `opts.index`.
 pub async fn serve(
     opts: ServeBenchOptions,
     serving: recsys_serving::ServingConfig,
+    index: IndexConfig,
 ) -> anyhow::Result<ServeBenchReport> {
     use recsys_serving::{
         AppState, FollowStatus, RedisUserVectorStore, ServingConfig, UserVectorStore,
@@ -678,19 +683,20 @@ pub async fn serve(
     let (items, users) = clustered(opts.items, opts.users, dim, opts.seed);
     let factory = match opts.index.as_str() {
         "ivf-pq" => IndexConfig {
+            factory: None,
             flat_below: 0,
             ivf_flat_below: 0,
-            ..IndexConfig::default()
+            ..index.clone()
         }
         .factory_for(opts.items, dim),
-        "default" => IndexConfig::default().factory_for(opts.items, dim),
+        "default" => index.factory_for(opts.items, dim),
         other => other.to_owned(),
     };
     let catalog = Arc::new(CatalogHolder::new(
         1,
         IndexConfig {
             factory: Some(factory.clone()),
-            ..IndexConfig::default()
+            ..index.clone()
         },
     ));
     eprintln!("building {factory} over {} items", opts.items);

@@ -304,14 +304,17 @@ async fn main() -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let report = bench::index(IndexBenchOptions {
-                items,
-                dim,
-                queries,
-                rerank_factors: rerank,
-                checkpoint,
-                ..IndexBenchOptions::default()
-            })
+            let report = bench::index(
+                IndexBenchOptions {
+                    items,
+                    dim,
+                    queries,
+                    rerank_factors: rerank,
+                    checkpoint,
+                    ..IndexBenchOptions::default()
+                },
+                cfg.index.clone(),
+            )
             .await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -372,6 +375,7 @@ async fn main() -> anyhow::Result<()> {
                     ..ServeBenchOptions::default()
                 },
                 cfg.serving.clone(),
+                cfg.index.clone(),
             )
             .await?;
             if json {
