@@ -474,6 +474,108 @@ pub struct ServeRun {
     pub errors: u64,
     /// `p50_ms` over (bare search p50 + bare Redis p50).
     pub overhead_ratio: f64,
+    /// Where the machine's CPU went during the run (`None` where `/proc` is unreadable).
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU used during a run, in cores (CPU seconds per second of the run's wall time), read
+/// from `/proc` before and after it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuUse {
+    /// This process: the server (the bench's own threads idle while a run lasts).
+    pub server: f64,
+    pub redis: f64,
+    /// The `oha` processes together.
+    pub generators: f64,
+    /// Every process on the machine (`/proc/stat`), out of `cores`.
+    pub machine: f64,
+    pub cores: usize,
+}
+
+/// CPU seconds so far of this process, its waited-for children, redis-server and the
+/// whole machine.
+struct CpuSample {
+    at: Instant,
+    own: f64,
+    children: f64,
+    redis: f64,
+    machine: f64,
+}
+
+/// The CPU split of a run as printed after its latencies.
+fn cpu_line(cpu: Option<&CpuUse>) -> String {
+    cpu.map_or_else(String::new, |c| {
+        format!(
+            "\n           cores: server {:.2}, redis {:.2}, oha {:.2}; machine {:.2} of {}",
+            c.server, c.redis, c.generators, c.machine, c.cores
+        )
+    })
+}
+
+/// Clock ticks of `/proc`: `USER_HZ`, 100 on Linux whatever the kernel's own tick.
+const USER_HZ: f64 = 100.0;
+
+/// `(utime + stime, cutime + cstime)` of `pid` in seconds, from `/proc/<pid>/stat`.
+fn proc_cpu(pid: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // the first is field 3 (state), so utime (14) is at 11.
+    let fields: Vec<f64> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [utime, stime, cutime, cstime] = fields[..] else {
+        return None;
+    };
+    Some(((utime + stime) / USER_HZ, (cutime + cstime) / USER_HZ))
+}
+
+impl CpuSample {
+    fn take(redis_pid: u32) -> Option<Self> {
+        let (own, children) = proc_cpu("self")?;
+        let (redis, _) = proc_cpu(&redis_pid.to_string())?;
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle
+        // and iowait.
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let machine = ticks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, t)| t)
+            .sum::<f64>()
+            / USER_HZ;
+        Some(Self {
+            at: Instant::now(),
+            own,
+            children,
+            redis,
+            machine,
+        })
+    }
+
+    /// Cores used since `self` (oha processes counted once waited for).
+    fn cores_since(&self, redis_pid: u32) -> Option<CpuUse> {
+        let now = Self::take(redis_pid)?;
+        let secs = now.at.duration_since(self.at).as_secs_f64();
+        Some(CpuUse {
+            server: (now.own - self.own) / secs,
+            redis: (now.redis - self.redis) / secs,
+            generators: (now.children - self.children) / secs,
+            machine: (now.machine - self.machine) / secs,
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -542,7 +644,9 @@ fn load(
     seconds: u32,
     connections: u32,
     generators: u32,
+    redis_pid: u32,
 ) -> anyhow::Result<ServeRun> {
+    let before = CpuSample::take(redis_pid);
     let generators = if generators == 0 {
         rate.div_ceil(RATE_PER_GENERATOR)
     } else {
@@ -599,6 +703,7 @@ fn load(
         p999_ms: max(|p| p.p999_ms),
         errors: parts.iter().map(|p| p.errors).sum(),
         overhead_ratio: f64::NAN,
+        cpu: before.and_then(|b| b.cores_since(redis_pid)),
     })
 }
 
@@ -653,6 +758,7 @@ fn oha_summary(json: &[u8]) -> anyhow::Result<ServeRun> {
         p999_ms: pct("p99.9"),
         errors: all - ok + conn_errors,
         overhead_ratio: f64::NAN,
+        cpu: None,
     })
 }
 
@@ -680,6 +786,7 @@ pub async fn serve(
     );
     let dim = opts.dim;
     let redis = crate::redis_server::RedisServer::start();
+    let redis_pid = redis.pid();
     let (items, users) = clustered(opts.items, opts.users, dim, opts.seed);
     let factory = match opts.index.as_str() {
         "ivf-pq" => IndexConfig {
@@ -807,11 +914,12 @@ pub async fn serve(
         let (url, seconds, conns, gens) =
             (url.clone(), opts.seconds, opts.connections, opts.generators);
         let mut run =
-            tokio::task::spawn_blocking(move || load(&url, rate, seconds, conns, gens)).await??;
+            tokio::task::spawn_blocking(move || load(&url, rate, seconds, conns, gens, redis_pid))
+                .await??;
         run.overhead_ratio = run.p50_ms / (bare_search + bare_redis);
         eprintln!(
             "  {:>6} offered ({} oha): {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  \
-             p99.9 {:.3} ms  errors {}  p50/bare {:.2}",
+             p99.9 {:.3} ms  errors {}  p50/bare {:.2}{}",
             run.offered_rps,
             run.generators,
             run.rps,
@@ -819,7 +927,8 @@ pub async fn serve(
             run.p99_ms,
             run.p999_ms,
             run.errors,
-            run.overhead_ratio
+            run.overhead_ratio,
+            cpu_line(run.cpu.as_ref()),
         );
         runs.push(run);
     }
@@ -834,11 +943,16 @@ pub async fn serve(
                 opts.generators,
             );
             eprintln!("offering {rate} requests/s to /healthz for {seconds} s");
-            let run = tokio::task::spawn_blocking(move || load(&url, rate, seconds, conns, gens))
-                .await??;
+            let run = tokio::task::spawn_blocking(move || {
+                load(&url, rate, seconds, conns, gens, redis_pid)
+            })
+            .await??;
             eprintln!(
-                "  /healthz at {rate}: p50 {:.3} ms  p99 {:.3} ms (HTTP and load-generator floor)",
-                run.p50_ms, run.p99_ms
+                "  /healthz at {rate}: p50 {:.3} ms  p99 {:.3} ms (HTTP and load-generator \
+                 floor){}",
+                run.p50_ms,
+                run.p99_ms,
+                cpu_line(run.cpu.as_ref())
             );
             Some(run)
         }
@@ -866,6 +980,17 @@ pub async fn serve(
                 p999_ms: median(|r| r.p999_ms),
                 errors: of_rate.iter().map(|r| r.errors).max().unwrap_or(0),
                 overhead_ratio: median(|r| r.overhead_ratio),
+                cpu: {
+                    let cpus: Vec<CpuUse> = of_rate.iter().filter_map(|r| r.cpu).collect();
+                    let median = |f: fn(&CpuUse) -> f64| p50(cpus.iter().map(f).collect());
+                    cpus.first().map(|c| CpuUse {
+                        server: median(|c| c.server),
+                        redis: median(|c| c.redis),
+                        generators: median(|c| c.generators),
+                        machine: median(|c| c.machine),
+                        cores: c.cores,
+                    })
+                },
             }
         })
         .collect();
@@ -874,8 +999,15 @@ pub async fn serve(
         for m in &medians {
             eprintln!(
                 "  {:>6} offered: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
-                 errors (most) {}  p50/bare {:.2}",
-                m.offered_rps, m.rps, m.p50_ms, m.p99_ms, m.p999_ms, m.errors, m.overhead_ratio
+                 errors (most) {}  p50/bare {:.2}{}",
+                m.offered_rps,
+                m.rps,
+                m.p50_ms,
+                m.p99_ms,
+                m.p999_ms,
+                m.errors,
+                m.overhead_ratio,
+                cpu_line(m.cpu.as_ref())
             );
         }
     }
@@ -1215,5 +1347,28 @@ mod tests {
         assert_eq!(run.rps, 999.5);
         assert!((run.p50_ms - 0.5).abs() < 1e-9 && (run.p999_ms - 4.0).abs() < 1e-9);
         assert!(oha_summary(b"not json").is_err());
+    }
+
+    #[test]
+    fn cpu_use_counts_the_work_done_between_samples() {
+        let me = std::process::id();
+        let before = CpuSample::take(me).expect("/proc is readable");
+        // Burn about 0.2 s of CPU on this thread.
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let cpu = before.cores_since(me).unwrap();
+        // One busy thread: close to one core (ticks are 10 ms; the machine may be busy).
+        assert!(cpu.server > 0.5 && cpu.server < 2.5, "{cpu:?}");
+        // The same process read twice, a tick (10 ms in 0.2 s) apart at most.
+        assert!((cpu.server - cpu.redis).abs() < 0.1, "{cpu:?}");
+        assert!(cpu.machine >= 0.4, "{cpu:?}");
+        assert!(
+            cpu.generators.abs() < 1e-9,
+            "no child was waited for: {cpu:?}"
+        );
+        assert!(proc_cpu("not-a-pid").is_none());
     }
 }
