@@ -51,7 +51,7 @@ impl Default for IndexBenchOptions {
             seed: 5,
             delta_base_items: 100_000,
             delta_items: 10_000,
-            rerank_factors: vec![5, 10, 20, 30],
+            rerank_factors: vec![5, 8, 10, 20],
             checkpoint: None,
         }
     }
