@@ -463,12 +463,16 @@ impl Default for ServeBenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServeRun {
     pub offered_rps: u32,
-    /// `oha` processes that offered it (percentiles: the highest of theirs).
+    /// `oha` processes that offered it.
     pub generators: u32,
     pub rps: f64,
+    /// Percentiles of every answered request of the run, all processes' together.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
+    /// The highest p99 of one `oha` process alone: what the run's p99 was taken to be
+    /// before the processes' request logs were merged, an upper bound of it.
+    pub worst_generator_p99_ms: f64,
     /// Responses other than 200, and connection errors (not the requests oha cuts off
     /// when the run's time is up).
     pub errors: u64,
@@ -492,12 +496,12 @@ pub struct CpuUse {
     pub cores: usize,
 }
 
-/// CPU seconds so far of this process, its waited-for children, redis-server and the
-/// whole machine.
+/// CPU seconds so far of this process, redis-server, the load generators and the whole
+/// machine.
 struct CpuSample {
     at: Instant,
     own: f64,
-    children: f64,
+    generators: f64,
     redis: f64,
     machine: f64,
 }
@@ -534,9 +538,15 @@ fn proc_cpu(pid: &str) -> Option<(f64, f64)> {
 }
 
 impl CpuSample {
-    fn take(redis_pid: u32) -> Option<Self> {
-        let (own, children) = proc_cpu("self")?;
+    /// `generators`: the load generators' pids, read while they run (after the load,
+    /// oha goes on to write its request log, which is not the run's CPU).
+    fn take(redis_pid: u32, generators: &[u32]) -> Option<Self> {
+        let (own, _) = proc_cpu("self")?;
         let (redis, _) = proc_cpu(&redis_pid.to_string())?;
+        let generators = generators
+            .iter()
+            .map(|pid| proc_cpu(&pid.to_string()).map(|(cpu, _)| cpu))
+            .sum::<Option<f64>>()?;
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle
         // and iowait.
@@ -558,20 +568,20 @@ impl CpuSample {
         Some(Self {
             at: Instant::now(),
             own,
-            children,
+            generators,
             redis,
             machine,
         })
     }
 
-    /// Cores used since `self` (oha processes counted once waited for).
-    fn cores_since(&self, redis_pid: u32) -> Option<CpuUse> {
-        let now = Self::take(redis_pid)?;
+    /// Cores used since `self`, with `generators` as [`CpuSample::take`] has them.
+    fn cores_since(&self, redis_pid: u32, generators: &[u32]) -> Option<CpuUse> {
+        let now = Self::take(redis_pid, generators)?;
         let secs = now.at.duration_since(self.at).as_secs_f64();
         Some(CpuUse {
             server: (now.own - self.own) / secs,
             redis: (now.redis - self.redis) / secs,
-            generators: (now.children - self.children) / secs,
+            generators: (now.generators - self.generators) / secs,
             machine: (now.machine - self.machine) / secs,
             cores: std::thread::available_parallelism().map_or(0, usize::from),
         })
@@ -631,13 +641,13 @@ const GENERATOR_STAGGER: Duration = Duration::from_millis(200);
 /// or `--urls-from-file <file>`) for `seconds` at full rate, from
 /// `generators` `oha` processes (crates.io: `cargo install oha`) of `rate / generators`
 /// each (0: one per [`RATE_PER_GENERATOR`]) over `connections` connections each, started
-/// [`GENERATOR_STAGGER`] apart; each
-/// runs on until the last has run `seconds`, so the whole rate is offered together for
-/// `seconds`, and the ramp before it counts too. Each process's JSON summary gives its
-/// throughput, latency percentiles and status codes; the run's throughput and errors are
-/// their sums, and each percentile the highest of theirs, an upper bound on that
-/// percentile of all the requests together (if no process has more than 1% of its
-/// requests above x, neither has their union).
+/// [`GENERATOR_STAGGER`] apart; each runs on until the last has run `seconds`, so the
+/// whole rate is offered together for `seconds`, and the ramp before it counts too.
+///
+/// Each process's JSON summary gives its throughput and status codes (the run's are
+/// their sums), and its request log (`--db-url`) every answered request's latency: the
+/// run's percentiles are those of all the logged requests together. (Until the logs were
+/// read, a run's percentile was the highest of the processes' own, an upper bound.)
 fn load(
     target: &[String],
     rate: u32,
@@ -646,15 +656,19 @@ fn load(
     generators: u32,
     redis_pid: u32,
 ) -> anyhow::Result<ServeRun> {
-    let before = CpuSample::take(redis_pid);
     let generators = if generators == 0 {
         rate.div_ceil(RATE_PER_GENERATOR)
     } else {
         generators
     }
     .clamp(1, rate.max(1));
+    let logs = tempfile::tempdir().context("a directory for oha's request logs")?;
+    let log = |g: u32| logs.path().join(format!("oha-{g}.db"));
+    // No generator runs yet: their CPU so far is none.
+    let before = CpuSample::take(redis_pid, &[]);
     let stagger = GENERATOR_STAGGER.as_secs_f64();
     let mut children = Generators(Vec::new());
+    let mut last_started = Instant::now();
     for g in 0..generators {
         if g > 0 {
             std::thread::sleep(GENERATOR_STAGGER);
@@ -662,6 +676,7 @@ fn load(
         // Split the rate as evenly as integers allow.
         let share = rate / generators + u32::from(g < rate % generators);
         let duration = f64::from(seconds) + f64::from(generators - 1 - g) * stagger;
+        last_started = Instant::now();
         let child = std::process::Command::new("oha")
             .args([
                 "-z",
@@ -677,6 +692,8 @@ fn load(
                 "--output-format",
                 "json",
             ])
+            .arg("--db-url")
+            .arg(log(g))
             .args(target)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -684,6 +701,16 @@ fn load(
             .context("running oha (install it with `cargo install oha`)")?;
         children.0.push(child);
     }
+    // Where the CPU went, read shortly before the processes stop offering load (they then
+    // write their request logs, which is not the run's work).
+    let window_end = last_started + Duration::from_secs(seconds.into());
+    std::thread::sleep(
+        window_end
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(CPU_READ_BEFORE_END),
+    );
+    let pids: Vec<u32> = children.0.iter().map(std::process::Child::id).collect();
+    let cpu = before.and_then(|b| b.cores_since(redis_pid, &pids));
     let mut parts = Vec::new();
     while !children.0.is_empty() {
         let child = children.0.remove(0);
@@ -693,18 +720,49 @@ fn load(
         }
         parts.push(oha_summary(&out.stdout)?);
     }
-    let max = |f: fn(&ServeRun) -> f64| parts.iter().map(f).fold(f64::NAN, f64::max);
+    let mut latencies = Vec::new();
+    for g in 0..generators {
+        latencies.extend(request_log(&log(g))?);
+    }
+    latencies.sort_by(f64::total_cmp);
     Ok(ServeRun {
         offered_rps: rate,
         generators,
         rps: parts.iter().map(|p| p.rps).sum(),
-        p50_ms: max(|p| p.p50_ms),
-        p99_ms: max(|p| p.p99_ms),
-        p999_ms: max(|p| p.p999_ms),
+        p50_ms: nearest_rank(&latencies, 500),
+        p99_ms: nearest_rank(&latencies, 990),
+        p999_ms: nearest_rank(&latencies, 999),
+        worst_generator_p99_ms: parts.iter().map(|p| p.p99_ms).fold(f64::NAN, f64::max),
         errors: parts.iter().map(|p| p.errors).sum(),
         overhead_ratio: f64::NAN,
-        cpu: before.and_then(|b| b.cores_since(redis_pid)),
+        cpu,
     })
+}
+
+/// How long before the end of a run its CPU split is read.
+const CPU_READ_BEFORE_END: Duration = Duration::from_millis(300);
+
+/// Latencies, ms, of the requests one `oha` process answered, from its request log
+/// (`--db-url`, an SQLite table `oha` with one row per answered request; with
+/// `--latency-correction`, `duration` runs from the request's scheduled release).
+fn request_log(path: &std::path::Path) -> anyhow::Result<Vec<f64>> {
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("oha's request log {}", path.display()))?;
+    let mut query = db
+        .prepare("SELECT duration FROM oha")
+        .with_context(|| format!("oha's request log {}", path.display()))?;
+    let rows = query.query_map([], |row| row.get::<_, f64>(0))?;
+    Ok(rows
+        .map(|seconds| seconds.map(|s| s * 1e3))
+        .collect::<Result<_, _>>()?)
+}
+
+/// The value at `per_mille`/1000 of `sorted` by nearest rank: the smallest with at least
+/// that share of all the values at or below it (NaN for none).
+fn nearest_rank(sorted: &[f64], per_mille: usize) -> f64 {
+    let rank = (sorted.len() * per_mille).div_ceil(1000).max(1);
+    sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
 }
 
 /// The `oha` processes of one run; those still running when it is dropped (a run that
@@ -756,6 +814,7 @@ fn oha_summary(json: &[u8]) -> anyhow::Result<ServeRun> {
         p50_ms: pct("p50"),
         p99_ms: pct("p99"),
         p999_ms: pct("p99.9"),
+        worst_generator_p99_ms: pct("p99"),
         errors: all - ok + conn_errors,
         overhead_ratio: f64::NAN,
         cpu: None,
@@ -919,7 +978,7 @@ pub async fn serve(
         run.overhead_ratio = run.p50_ms / (bare_search + bare_redis);
         eprintln!(
             "  {:>6} offered ({} oha): {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  \
-             p99.9 {:.3} ms  errors {}  p50/bare {:.2}{}",
+             p99.9 {:.3} ms  errors {}  p50/bare {:.2}  (worst oha's own p99 {:.3} ms){}",
             run.offered_rps,
             run.generators,
             run.rps,
@@ -928,6 +987,7 @@ pub async fn serve(
             run.p999_ms,
             run.errors,
             run.overhead_ratio,
+            run.worst_generator_p99_ms,
             cpu_line(run.cpu.as_ref()),
         );
         runs.push(run);
@@ -978,6 +1038,7 @@ pub async fn serve(
                 p50_ms: median(|r| r.p50_ms),
                 p99_ms: median(|r| r.p99_ms),
                 p999_ms: median(|r| r.p999_ms),
+                worst_generator_p99_ms: median(|r| r.worst_generator_p99_ms),
                 errors: of_rate.iter().map(|r| r.errors).max().unwrap_or(0),
                 overhead_ratio: median(|r| r.overhead_ratio),
                 cpu: {
@@ -1350,9 +1411,10 @@ mod tests {
     }
 
     #[test]
-    fn cpu_use_counts_this_process_and_its_waited_for_children() {
+    fn cpu_use_counts_this_process_and_the_generators_it_names() {
+        use std::io::BufRead;
         let me = std::process::id();
-        let before = CpuSample::take(me).expect("/proc is readable");
+        let before = CpuSample::take(me, &[]).expect("/proc is readable");
         let (thread_before, _) = proc_cpu("thread-self").unwrap();
         // Burn about 0.3 s of CPU on this thread...
         let started = Instant::now();
@@ -1361,18 +1423,28 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
         let (thread_after, _) = proc_cpu("thread-self").unwrap();
-        // ...and in a child, waited for as the oha processes are.
+        // ...and in a child that then stays alive, as a generator is when it is read.
         let child_started = Instant::now();
-        let status = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
-            .status()
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo burnt; exec sleep 30",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        assert!(status.success());
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "burnt");
         let child_wall = child_started.elapsed().as_secs_f64();
-        let cpu = before.cores_since(me).unwrap();
+        let cpu = before.cores_since(me, &[child.id()]).unwrap();
         let secs = started.elapsed().as_secs_f64();
-        // Other tests' threads may add to the process and to its children, never take
-        // away; ticks are 10 ms.
+        let gone = before.cores_since(me, &[u32::MAX]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Other tests' threads may add to the process, never take away; ticks are 10 ms.
         let thread_cores = (thread_after - thread_before) / secs;
         assert!(thread_after > thread_before, "the busy thread used no CPU");
         assert!(
@@ -1386,6 +1458,46 @@ mod tests {
         // The same process read as "redis" a moment after "self".
         assert!((cpu.server - cpu.redis).abs() < 0.15, "{cpu:?}");
         assert!(cpu.machine >= cpu.server - 0.05, "{cpu:?}");
+        // A generator that cannot be read leaves the split unknown rather than short.
+        assert!(gone.is_none());
         assert!(proc_cpu("not-a-pid").is_none());
+    }
+
+    #[test]
+    fn run_percentiles_come_from_every_generators_request_log() {
+        let dir = tempfile::tempdir().unwrap();
+        // oha 1.16's request log: one row per answered request, `duration` in seconds.
+        let write = |name: &str, durations: &[f64]| {
+            let path = dir.path().join(name);
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE oha (url TEXT NOT NULL, start REAL NOT NULL, \
+                 start_latency_correction REAL, end REAL NOT NULL, duration REAL NOT NULL, \
+                 status INTEGER NOT NULL, len_bytes INTEGER NOT NULL, run INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for d in durations {
+                db.execute(
+                    "INSERT INTO oha VALUES ('/', 0, 0, ?1, ?1, 200, 10, 1)",
+                    [d],
+                )
+                .unwrap();
+            }
+            path
+        };
+        // 99 fast requests in one process, one slow in the other: the slow one is the
+        // 100th of 100, above the p99 of all together though it is the other's p50.
+        let fast = write("a.db", &[0.001; 99]);
+        let slow = write("b.db", &[0.009]);
+        let mut all = request_log(&fast).unwrap();
+        all.extend(request_log(&slow).unwrap());
+        all.sort_by(f64::total_cmp);
+        assert_eq!(all.len(), 100);
+        assert!((nearest_rank(&all, 500) - 1.0).abs() < 1e-9);
+        assert!((nearest_rank(&all, 990) - 1.0).abs() < 1e-9);
+        assert!((nearest_rank(&all, 999) - 9.0).abs() < 1e-9);
+        assert!(nearest_rank(&[], 500).is_nan());
+        assert!((nearest_rank(&[2.0], 999) - 2.0).abs() < 1e-9);
+        assert!(request_log(&dir.path().join("missing.db")).is_err());
     }
 }
