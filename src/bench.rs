@@ -483,7 +483,7 @@ pub struct ServeRun {
 }
 
 /// CPU used during a run, in cores (CPU seconds per second of the run's wall time), read
-/// from `/proc` before and after it.
+/// from `/proc` at its start and just before its end.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CpuUse {
     /// This process: the server (the bench's own threads idle while a run lasts).
@@ -494,6 +494,20 @@ pub struct CpuUse {
     /// Every process on the machine (`/proc/stat`), out of `cores`.
     pub machine: f64,
     pub cores: usize,
+    /// Time the same threads spent runnable but waiting for a core, in seconds per second
+    /// of the run (`/proc/<pid>/task/*/schedstat`; `None` where the kernel keeps no
+    /// scheduler statistics).
+    pub waiting: Option<Waiting>,
+}
+
+/// Run-queue wait of the server's, redis-server's and the generators' threads, each in
+/// seconds per second of the run: how much of a request's latency is a thread that could
+/// run waiting for one of the machine's cores.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Waiting {
+    pub server: f64,
+    pub redis: f64,
+    pub generators: f64,
 }
 
 /// CPU seconds so far of this process, redis-server, the load generators and the whole
@@ -504,16 +518,40 @@ struct CpuSample {
     generators: f64,
     redis: f64,
     machine: f64,
+    /// Run-queue wait so far, seconds: this process, redis, the generators.
+    waited: Option<[f64; 3]>,
 }
 
 /// The CPU split of a run as printed after its latencies.
-fn cpu_line(cpu: Option<&CpuUse>) -> String {
+/// `rps`: the run's throughput, to put the run-queue wait per request.
+fn cpu_line(cpu: Option<&CpuUse>, rps: f64) -> String {
     cpu.map_or_else(String::new, |c| {
+        let waiting = c.waiting.map_or_else(String::new, |w| {
+            let per_request = |s: f64| s / rps * 1e6;
+            format!(
+                "\n           waiting for a core, per request: server {:.0} µs, redis {:.0} µs, \
+                 oha {:.0} µs",
+                per_request(w.server),
+                per_request(w.redis),
+                per_request(w.generators)
+            )
+        });
         format!(
-            "\n           cores: server {:.2}, redis {:.2}, oha {:.2}; machine {:.2} of {}",
+            "\n           cores: server {:.2}, redis {:.2}, oha {:.2}; machine {:.2} of {}{waiting}",
             c.server, c.redis, c.generators, c.machine, c.cores
         )
     })
+}
+
+/// Seconds the threads of `pid` have spent runnable but not running, summed over its
+/// live threads (`/proc/<pid>/task/<tid>/schedstat`: on-CPU ns, run-queue ns, slices).
+fn proc_run_queue_wait(pid: &str) -> Option<f64> {
+    let mut waited = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        waited += stat.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1e9;
+    }
+    Some(waited)
 }
 
 /// Clock ticks of `/proc`: `USER_HZ`, 100 on Linux whatever the kernel's own tick.
@@ -543,10 +581,20 @@ impl CpuSample {
     fn take(redis_pid: u32, generators: &[u32]) -> Option<Self> {
         let (own, _) = proc_cpu("self")?;
         let (redis, _) = proc_cpu(&redis_pid.to_string())?;
-        let generators = generators
+        let generators_cpu = generators
             .iter()
             .map(|pid| proc_cpu(&pid.to_string()).map(|(cpu, _)| cpu))
             .sum::<Option<f64>>()?;
+        let waited = (|| {
+            Some([
+                proc_run_queue_wait("self")?,
+                proc_run_queue_wait(&redis_pid.to_string())?,
+                generators
+                    .iter()
+                    .map(|pid| proc_run_queue_wait(&pid.to_string()))
+                    .sum::<Option<f64>>()?,
+            ])
+        })();
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle
         // and iowait.
@@ -568,9 +616,10 @@ impl CpuSample {
         Some(Self {
             at: Instant::now(),
             own,
-            generators,
+            generators: generators_cpu,
             redis,
             machine,
+            waited,
         })
     }
 
@@ -584,6 +633,11 @@ impl CpuSample {
             generators: (now.generators - self.generators) / secs,
             machine: (now.machine - self.machine) / secs,
             cores: std::thread::available_parallelism().map_or(0, usize::from),
+            waiting: self.waited.zip(now.waited).map(|(a, b)| Waiting {
+                server: (b[0] - a[0]) / secs,
+                redis: (b[1] - a[1]) / secs,
+                generators: (b[2] - a[2]) / secs,
+            }),
         })
     }
 }
@@ -988,7 +1042,7 @@ pub async fn serve(
             run.errors,
             run.overhead_ratio,
             run.worst_generator_p99_ms,
-            cpu_line(run.cpu.as_ref()),
+            cpu_line(run.cpu.as_ref(), run.rps),
         );
         runs.push(run);
     }
@@ -1012,7 +1066,7 @@ pub async fn serve(
                  floor){}",
                 run.p50_ms,
                 run.p99_ms,
-                cpu_line(run.cpu.as_ref())
+                cpu_line(run.cpu.as_ref(), run.rps)
             );
             Some(run)
         }
@@ -1050,6 +1104,17 @@ pub async fn serve(
                         generators: median(|c| c.generators),
                         machine: median(|c| c.machine),
                         cores: c.cores,
+                        waiting: {
+                            let waits: Vec<Waiting> =
+                                cpus.iter().filter_map(|c| c.waiting).collect();
+                            let median =
+                                |f: fn(&Waiting) -> f64| p50(waits.iter().map(f).collect());
+                            (!waits.is_empty()).then(|| Waiting {
+                                server: median(|w| w.server),
+                                redis: median(|w| w.redis),
+                                generators: median(|w| w.generators),
+                            })
+                        },
                     })
                 },
             }
@@ -1068,7 +1133,7 @@ pub async fn serve(
                 m.p999_ms,
                 m.errors,
                 m.overhead_ratio,
-                cpu_line(m.cpu.as_ref())
+                cpu_line(m.cpu.as_ref(), m.rps)
             );
         }
     }
@@ -1458,9 +1523,45 @@ mod tests {
         // The same process read as "redis" a moment after "self".
         assert!((cpu.server - cpu.redis).abs() < 0.15, "{cpu:?}");
         assert!(cpu.machine >= cpu.server - 0.05, "{cpu:?}");
+        // Waiting for a core is counted for the same threads, and never negative.
+        let waiting = cpu.waiting.expect("schedstat is readable");
+        assert!(waiting.server >= 0.0 && waiting.redis >= 0.0 && waiting.generators >= 0.0);
+        assert!(proc_run_queue_wait("self").unwrap() >= 0.0);
+        assert!(proc_run_queue_wait("not-a-pid").is_none());
         // A generator that cannot be read leaves the split unknown rather than short.
         assert!(gone.is_none());
         assert!(proc_cpu("not-a-pid").is_none());
+    }
+
+    #[test]
+    fn waiting_for_a_core_counts_threads_that_outnumber_the_cores() {
+        let me = std::process::id();
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let before = CpuSample::take(me, &[]).unwrap();
+        let started = Instant::now();
+        // One CPU-bound thread more than there are cores, for 0.3 s: together they wait
+        // about 0.3 s for a core, whatever else the machine runs.
+        let burners: Vec<_> = (0..=cores)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let started = Instant::now();
+                    let mut x = 0u64;
+                    while started.elapsed() < Duration::from_millis(300) {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005) + 1);
+                    }
+                    // Read while the thread lives: an exited thread leaves /proc.
+                    std::thread::sleep(Duration::from_millis(200));
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(350));
+        let cpu = before.cores_since(me, &[]).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        for b in burners {
+            b.join().unwrap();
+        }
+        let waited = cpu.waiting.unwrap().server * secs;
+        assert!(waited >= 0.05, "{cpu:?}: {waited:.3} s waited");
     }
 
     #[test]
