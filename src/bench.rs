@@ -494,6 +494,9 @@ pub struct CpuUse {
     /// Every process on the machine (`/proc/stat`), out of `cores`.
     pub machine: f64,
     pub cores: usize,
+    /// Steal: cores this virtual machine wanted but its host gave to something else
+    /// (`/proc/stat`; 0 on bare metal).
+    pub stolen: f64,
     /// Time the same threads spent runnable but waiting for a core, in seconds per second
     /// of the run (`/proc/<pid>/task/*/schedstat`; `None` where the kernel keeps no
     /// scheduler statistics).
@@ -518,6 +521,7 @@ struct CpuSample {
     generators: f64,
     redis: f64,
     machine: f64,
+    stolen: f64,
     /// Run-queue wait so far, seconds: this process, redis, the generators.
     waited: Option<[f64; 3]>,
 }
@@ -537,8 +541,9 @@ fn cpu_line(cpu: Option<&CpuUse>, rps: f64) -> String {
             )
         });
         format!(
-            "\n           cores: server {:.2}, redis {:.2}, oha {:.2}; machine {:.2} of {}{waiting}",
-            c.server, c.redis, c.generators, c.machine, c.cores
+            "\n           cores: server {:.2}, redis {:.2}, oha {:.2}; machine {:.2} of {}, \
+             stolen by the host {:.2}{waiting}",
+            c.server, c.redis, c.generators, c.machine, c.cores, c.stolen
         )
     })
 }
@@ -596,8 +601,8 @@ impl CpuSample {
             ])
         })();
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle
-        // and iowait.
+        // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle,
+        // iowait and steal.
         let ticks: Vec<f64> = stat
             .lines()
             .next()?
@@ -609,16 +614,18 @@ impl CpuSample {
         let machine = ticks
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != 3 && *i != 4)
+            .filter(|(i, _)| ![3, 4, 7].contains(i))
             .map(|(_, t)| t)
             .sum::<f64>()
             / USER_HZ;
+        let stolen = ticks.get(7).copied().unwrap_or(0.0) / USER_HZ;
         Some(Self {
             at: Instant::now(),
             own,
             generators: generators_cpu,
             redis,
             machine,
+            stolen,
             waited,
         })
     }
@@ -633,6 +640,7 @@ impl CpuSample {
             generators: (now.generators - self.generators) / secs,
             machine: (now.machine - self.machine) / secs,
             cores: std::thread::available_parallelism().map_or(0, usize::from),
+            stolen: (now.stolen - self.stolen) / secs,
             waiting: self.waited.zip(now.waited).map(|(a, b)| Waiting {
                 server: (b[0] - a[0]) / secs,
                 redis: (b[1] - a[1]) / secs,
@@ -1104,6 +1112,7 @@ pub async fn serve(
                         generators: median(|c| c.generators),
                         machine: median(|c| c.machine),
                         cores: c.cores,
+                        stolen: median(|c| c.stolen),
                         waiting: {
                             let waits: Vec<Waiting> =
                                 cpus.iter().filter_map(|c| c.waiting).collect();
@@ -1523,6 +1532,10 @@ mod tests {
         // The same process read as "redis" a moment after "self".
         assert!((cpu.server - cpu.redis).abs() < 0.15, "{cpu:?}");
         assert!(cpu.machine >= cpu.server - 0.05, "{cpu:?}");
+        assert!(
+            cpu.stolen >= 0.0 && cpu.stolen <= cpu.cores as f64 + 0.05,
+            "{cpu:?}"
+        );
         // Waiting for a core is counted for the same threads, and never negative.
         let waiting = cpu.waiting.expect("schedstat is readable");
         assert!(waiting.server >= 0.0 && waiting.redis >= 0.0 && waiting.generators >= 0.0);
