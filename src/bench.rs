@@ -504,8 +504,9 @@ pub struct CpuUse {
 }
 
 /// Run-queue wait of the server's, redis-server's and the generators' threads, each in
-/// seconds per second of the run: how much of a request's latency is a thread that could
-/// run waiting for one of the machine's cores.
+/// seconds per second of the run: time threads that could run spent waiting for a core
+/// (on a virtual machine, also for an idle virtual CPU to be woken). Summed over the
+/// threads, so not all of it lies on any one request's path.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Waiting {
     pub server: f64,
