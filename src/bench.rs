@@ -8,7 +8,7 @@
 //! `search_batch`, and for the delta the trainer's Kafka sink and the serving follower on
 //! an embedded broker.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -523,8 +523,8 @@ struct CpuSample {
     redis: f64,
     machine: f64,
     stolen: f64,
-    /// Run-queue wait so far, seconds: this process, redis, the generators.
-    waited: Option<[f64; 3]>,
+    /// Run-queue wait so far by thread, seconds: this process, redis, the generators.
+    waited: Option<[HashMap<u32, f64>; 3]>,
 }
 
 /// The CPU split of a run as printed after its latencies.
@@ -549,22 +549,40 @@ fn cpu_line(cpu: Option<&CpuUse>, rps: f64) -> String {
     })
 }
 
-/// Seconds the threads of `pid` have spent runnable but not running, summed over its
-/// live threads (`/proc/<pid>/task/<tid>/schedstat`: on-CPU ns, run-queue ns, slices).
-fn proc_run_queue_wait(pid: &str) -> Option<f64> {
-    let mut waited = 0.0;
+/// Seconds each live thread of `pid` has spent runnable but not running, by thread id,
+/// added to `into` (`/proc/<pid>/task/<tid>/schedstat`: on-CPU ns, run-queue ns, slices).
+/// A thread that ends while it is read is left out.
+fn proc_run_queue_waits(pid: &str, into: &mut HashMap<u32, f64>) -> Option<()> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        waited += stat.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1e9;
+        let task = task.ok()?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        into.insert(
+            tid,
+            stat.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1e9,
+        );
     }
-    Some(waited)
+    Some(())
+}
+
+/// Run-queue wait between two readings of the same threads: each thread's growth, a
+/// thread born since counted whole. A thread that ended in between is left out (its
+/// wait is lost, never subtracted), as sums over whatever threads live would not.
+fn waited_since(before: &HashMap<u32, f64>, now: &HashMap<u32, f64>) -> f64 {
+    now.iter()
+        .map(|(tid, w)| w - before.get(tid).copied().unwrap_or(0.0))
+        .sum()
 }
 
 /// Clock ticks of `/proc`: `USER_HZ`, 100 on Linux whatever the kernel's own tick.
 const USER_HZ: f64 = 100.0;
 
-/// `(utime + stime, cutime + cstime)` of `pid` in seconds, from `/proc/<pid>/stat`.
-fn proc_cpu(pid: &str) -> Option<(f64, f64)> {
+/// `utime + stime` of `pid` in seconds, from `/proc/<pid>/stat`.
+fn proc_cpu(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name, which is in parentheses and may hold spaces:
     // the first is field 3 (state), so utime (14) is at 11.
@@ -572,34 +590,33 @@ fn proc_cpu(pid: &str) -> Option<(f64, f64)> {
         .get(stat.rfind(')')? + 2..)?
         .split_whitespace()
         .skip(11)
-        .take(4)
+        .take(2)
         .map(|f| f.parse().ok())
         .collect::<Option<_>>()?;
-    let [utime, stime, cutime, cstime] = fields[..] else {
+    let [utime, stime] = fields[..] else {
         return None;
     };
-    Some(((utime + stime) / USER_HZ, (cutime + cstime) / USER_HZ))
+    Some((utime + stime) / USER_HZ)
 }
 
 impl CpuSample {
     /// `generators`: the load generators' pids, read while they run (after the load,
     /// oha goes on to write its request log, which is not the run's CPU).
     fn take(redis_pid: u32, generators: &[u32]) -> Option<Self> {
-        let (own, _) = proc_cpu("self")?;
-        let (redis, _) = proc_cpu(&redis_pid.to_string())?;
+        let own = proc_cpu("self")?;
+        let redis = proc_cpu(&redis_pid.to_string())?;
         let generators_cpu = generators
             .iter()
-            .map(|pid| proc_cpu(&pid.to_string()).map(|(cpu, _)| cpu))
+            .map(|pid| proc_cpu(&pid.to_string()))
             .sum::<Option<f64>>()?;
         let waited = (|| {
-            Some([
-                proc_run_queue_wait("self")?,
-                proc_run_queue_wait(&redis_pid.to_string())?,
-                generators
-                    .iter()
-                    .map(|pid| proc_run_queue_wait(&pid.to_string()))
-                    .sum::<Option<f64>>()?,
-            ])
+            let mut by_thread: [HashMap<u32, f64>; 3] = Default::default();
+            proc_run_queue_waits("self", &mut by_thread[0])?;
+            proc_run_queue_waits(&redis_pid.to_string(), &mut by_thread[1])?;
+            for pid in generators {
+                proc_run_queue_waits(&pid.to_string(), &mut by_thread[2])?;
+            }
+            Some(by_thread)
         })();
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle,
@@ -642,11 +659,15 @@ impl CpuSample {
             machine: (now.machine - self.machine) / secs,
             cores: std::thread::available_parallelism().map_or(0, usize::from),
             stolen: (now.stolen - self.stolen) / secs,
-            waiting: self.waited.zip(now.waited).map(|(a, b)| Waiting {
-                server: (b[0] - a[0]) / secs,
-                redis: (b[1] - a[1]) / secs,
-                generators: (b[2] - a[2]) / secs,
-            }),
+            waiting: self
+                .waited
+                .as_ref()
+                .zip(now.waited.as_ref())
+                .map(|(a, b)| Waiting {
+                    server: waited_since(&a[0], &b[0]) / secs,
+                    redis: waited_since(&a[1], &b[1]) / secs,
+                    generators: waited_since(&a[2], &b[2]) / secs,
+                }),
         })
     }
 }
@@ -1490,14 +1511,14 @@ mod tests {
         use std::io::BufRead;
         let me = std::process::id();
         let before = CpuSample::take(me, &[]).expect("/proc is readable");
-        let (thread_before, _) = proc_cpu("thread-self").unwrap();
+        let thread_before = proc_cpu("thread-self").unwrap();
         // Burn about 0.3 s of CPU on this thread...
         let started = Instant::now();
         let mut x = 0u64;
         while started.elapsed() < Duration::from_millis(300) {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
-        let (thread_after, _) = proc_cpu("thread-self").unwrap();
+        let thread_after = proc_cpu("thread-self").unwrap();
         // ...and in a child that then stays alive, as a generator is when it is read.
         let child_started = Instant::now();
         let mut child = std::process::Command::new("sh")
@@ -1537,14 +1558,32 @@ mod tests {
             cpu.stolen >= 0.0 && cpu.stolen <= cpu.cores as f64 + 0.05,
             "{cpu:?}"
         );
-        // Waiting for a core is counted for the same threads, and never negative.
-        let waiting = cpu.waiting.expect("schedstat is readable");
-        assert!(waiting.server >= 0.0 && waiting.redis >= 0.0 && waiting.generators >= 0.0);
-        assert!(proc_run_queue_wait("self").unwrap() >= 0.0);
-        assert!(proc_run_queue_wait("not-a-pid").is_none());
+        // Waiting for a core is read for the same processes.
+        assert!(cpu.waiting.is_some(), "schedstat is readable");
+        let mut threads = HashMap::new();
+        assert!(proc_run_queue_waits("self", &mut threads).is_some());
+        let me_thread: u32 = std::fs::read_link("/proc/thread-self")
+            .unwrap()
+            .file_name()
+            .and_then(|t| t.to_str()?.parse().ok())
+            .unwrap();
+        assert!(
+            threads.contains_key(&me_thread),
+            "{threads:?} lacks {me_thread}"
+        );
+        assert!(proc_run_queue_waits("not-a-pid", &mut threads).is_none());
         // A generator that cannot be read leaves the split unknown rather than short.
         assert!(gone.is_none());
         assert!(proc_cpu("not-a-pid").is_none());
+    }
+
+    #[test]
+    fn run_queue_wait_counts_each_threads_growth_and_never_an_ended_thread_against_it() {
+        let before = HashMap::from([(1, 0.5), (2, 9.0)]);
+        // Thread 1 waited 0.25 s more, thread 2 ended, thread 3 started and waited 0.1 s.
+        let now = HashMap::from([(1, 0.75), (3, 0.1)]);
+        assert!((waited_since(&before, &now) - 0.35).abs() < 1e-12);
+        assert_eq!(waited_since(&before, &HashMap::new()), 0.0);
     }
 
     #[test]

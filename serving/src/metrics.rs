@@ -40,14 +40,20 @@ impl FallbackCause {
     }
 }
 
-/// Recommendation sources, in the order of `Metrics::sources`.
-const SOURCES: [Source; 3] = [Source::Personal, Source::FoldIn, Source::Popular];
+/// Recommendation sources and their labels, in the order of `Metrics::sources`.
+const SOURCES: [(Source, &str); 3] = [
+    (Source::Personal, "personal"),
+    (Source::FoldIn, "fold_in"),
+    (Source::Popular, "popular"),
+];
 
-fn source_label(source: Source) -> &'static str {
+/// `source`'s slot in [`SOURCES`]: a match, so a new source does not compile until it
+/// has one.
+fn source_slot(source: Source) -> usize {
     match source {
-        Source::Personal => "personal",
-        Source::FoldIn => "fold_in",
-        Source::Popular => "popular",
+        Source::Personal => 0,
+        Source::FoldIn => 1,
+        Source::Popular => 2,
     }
 }
 
@@ -111,8 +117,7 @@ impl Metrics {
     }
 
     pub fn source(&self, source: Source) {
-        let i = SOURCES.iter().position(|&s| s == source).unwrap_or(0);
-        self.sources[i].fetch_add(1, Ordering::Relaxed);
+        self.sources[source_slot(source)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text, with `gauges` (name, help, value) appended.
@@ -179,11 +184,11 @@ impl Metrics {
             "# HELP recsys_answers_total Recommendation answers by the path that produced them.\n\
              # TYPE recsys_answers_total counter"
         );
-        for (&source, n) in SOURCES.iter().zip(&self.sources) {
+        for (&(_, label), n) in SOURCES.iter().zip(&self.sources) {
             let _ = writeln!(
                 out,
                 "recsys_answers_total{{source=\"{}\"}} {}",
-                source_label(source),
+                label,
                 n.load(Ordering::Relaxed)
             );
         }
@@ -237,6 +242,8 @@ mod tests {
         m.observe("/v1/popular", "GET", 400, 0.0001);
         m.fallback(FallbackCause::StoreTimeout);
         m.source(Source::Popular);
+        m.source(Source::Personal);
+        m.source(Source::Personal);
         let text = m.render(&[("recsys_index_items", "Items.", 42.0)]);
         assert!(text.contains(
             "recsys_http_requests_total{route=\"/v1/popular\",method=\"GET\",status=\"200\"} 2"
@@ -245,6 +252,11 @@ mod tests {
         assert!(text.contains("status=\"200\",le=\"0.025\"} 2"), "{text}");
         assert!(text.contains("recsys_fallbacks_total{cause=\"store_timeout\"} 1"));
         assert!(text.contains("recsys_answers_total{source=\"popular\"} 1"));
+        assert!(text.contains("recsys_answers_total{source=\"personal\"} 2"));
+        assert!(text.contains("recsys_answers_total{source=\"fold_in\"} 0"));
+        for (i, &(source, _)) in SOURCES.iter().enumerate() {
+            assert_eq!(source_slot(source), i);
+        }
         assert!(text.contains("recsys_index_items 42"));
     }
 }
