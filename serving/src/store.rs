@@ -56,6 +56,17 @@ pub struct RedisUserVectorStore {
 /// How long a thread waits after a failed connection before it tries again.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
+/// A client whose connections send every command at once (`TCP_NODELAY`). redis-rs
+/// leaves Nagle's algorithm on by default, and a worker's connection carries the lookups
+/// of all its concurrent requests: with Nagle, a lookup written while an earlier one
+/// is unanswered waits in the kernel for that answer.
+fn client_without_nagle(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    redis::Client::open(info.set_tcp_settings(tcp))
+}
+
 enum Slot {
     Up(MultiplexedConnection),
     Down(Instant),
@@ -71,7 +82,7 @@ impl RedisUserVectorStore {
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
         let client =
-            redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            client_without_nagle(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         tokio::time::timeout(
             Duration::from_secs(5),
             client.get_multiplexed_async_connection(),

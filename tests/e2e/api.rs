@@ -142,6 +142,12 @@ async fn every_endpoint_bad_inputs_auth_limits_and_a_redis_outage() {
         assert_eq!(body["model_generation"], 1);
         let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|i| i["item_id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["i1", "i2", "i3"]);
+        // The server's side of a connection sends each response at once (TCP_NODELAY).
+        let mut http = HttpClient::connect(a.addr).unwrap();
+        assert_eq!(http.request_with("GET", "/healthz", &[], None).unwrap().status, 200);
+        let accepted = crate::nodelay_of_connections(|local, _| local.port() == a.addr.port());
+        assert!(!accepted.is_empty() && accepted.iter().all(|&on| on), "server side: {accepted:?}");
+        drop(http);
         // exclude
         let (_, body) = a.get("/v1/users/alice/recommendations?k=2&exclude=i1,i2");
         assert_eq!(body["items"][0]["item_id"], "i3");

@@ -9,6 +9,8 @@ mod generations;
 mod pipeline;
 mod redis_store;
 
+use std::net::SocketAddr;
+
 use recsys::allinone::topics;
 use recsys::config::Config;
 use recsys::demo::produce;
@@ -29,4 +31,34 @@ async fn broker_with_stream(synth: SynthConfig) -> (EmbeddedKafka, SynthData, us
             .unwrap()
     };
     (kafka, data, sent)
+}
+
+/// `TCP_NODELAY` of each of this process's TCP connections whose (local, peer) addresses
+/// `pick` accepts: read from the open descriptors (`/proc/self/fd`), so it sees the
+/// sockets that libraries (redis-rs, actix) open and never hand out.
+#[allow(unsafe_code)]
+fn nodelay_of_connections(pick: impl Fn(SocketAddr, SocketAddr) -> bool) -> Vec<bool> {
+    use std::os::fd::FromRawFd;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: `fd` was open a moment ago; `ManuallyDrop` never closes it, and only
+        // getsockname, getpeername and getsockopt are called on it, which fail harmlessly
+        // (and are skipped) if another thread closed it meanwhile or it is not TCP.
+        let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr())
+            && pick(local, peer)
+            && let Ok(nodelay) = stream.nodelay()
+        {
+            found.push(nodelay);
+        }
+    }
+    found
 }

@@ -79,6 +79,14 @@ async fn round_trip_generations_history_and_ttl() {
     let nobody = reader.get(7, "nobody", 10).await.unwrap();
     assert_eq!((nobody.vector, nobody.recent.len()), (None, 0));
 
+    // Both halves send each command at once: with Nagle's algorithm (redis-rs's default)
+    // a lookup written while the previous one is unanswered waits for that answer.
+    let to_redis = crate::nodelay_of_connections(|_, peer| peer.port() == redis.port);
+    assert!(
+        to_redis.len() >= 2 && to_redis.iter().all(|&on| on),
+        "TCP_NODELAY of the connections to redis (writer's and reader's): {to_redis:?}"
+    );
+
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("TTL")

@@ -67,7 +67,13 @@ pub struct RedisUserVectorSink {
 
 impl RedisUserVectorSink {
     pub async fn connect(url: &str, ttl_s: u64, history_len: usize) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+        // Nagle off, as for serving's reads: a small publish is not held behind the last.
+        let client = {
+            use redis::IntoConnectionInfo;
+            let info = url.into_connection_info()?;
+            let tcp = info.tcp_settings().clone().set_nodelay(true);
+            redis::Client::open(info.set_tcp_settings(tcp))?
+        };
         let conn = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
             .await
             .map_err(|_| TrainerError::Store(format!("connecting to {url} timed out")))??;
