@@ -476,6 +476,11 @@ pub struct ServeRun {
     /// Responses other than 200, and connection errors (not the requests oha cuts off
     /// when the run's time is up).
     pub errors: u64,
+    /// The bare index search and the bare user-store lookup (the two calls a
+    /// recommendation makes, each alone on an otherwise idle machine), measured just
+    /// before this run; NaN for the `/healthz` floor, which makes neither.
+    pub bare_search_p50_ms: f64,
+    pub bare_redis_p50_ms: f64,
     /// `p50_ms` over (bare search p50 + bare Redis p50).
     pub overhead_ratio: f64,
     /// Where the machine's CPU went during the run (`None` where `/proc` is unreadable).
@@ -694,13 +699,67 @@ pub struct ServeBenchReport {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub errors: u64,
+    /// The headline rate's medians of its runs' bare search and bare lookup p50s, each
+    /// run's measured just before it.
     pub bare_search_p50_ms: f64,
     pub bare_redis_p50_ms: f64,
-    /// HTTP p50 over (bare search p50 + bare Redis p50).
+    /// HTTP p50 over (bare search p50 + bare Redis p50): the median of the headline
+    /// rate's runs' ratios, each against the bare sum measured just before the run.
     pub overhead_ratio: f64,
     /// `GET /healthz` (no work) at the highest offered rate: the floor of the HTTP
     /// exchange and the load generator sharing the machine.
     pub healthz: Option<ServeRun>,
+}
+
+/// Samples of each bare measurement.
+const BARE_SAMPLES: usize = 2_000;
+
+/// p50s, ms, of the two calls a personal recommendation makes, each timed alone.
+#[derive(Debug, Clone, Copy)]
+struct Bare {
+    search_ms: f64,
+    redis_ms: f64,
+}
+
+/// The bare costs, on the calling thread set up as an HTTP worker is (a single-threaded
+/// event loop, one-thread FAISS searches): the user-store lookup serving does (vector +
+/// history, one round trip) and the index search it does (k = 10 plus the 5 history items),
+/// [`BARE_SAMPLES`] of each, alternating, for users from `first_user` on (spread over
+/// the `users`).
+fn bare_costs(
+    store: &dyn recsys_serving::UserVectorStore,
+    index: &ItemIndex,
+    vectors: &[f32],
+    dim: usize,
+    users: usize,
+    first_user: usize,
+) -> anyhow::Result<Bare> {
+    recsys_engine::index::single_threaded_searches();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut redis_ms = Vec::with_capacity(BARE_SAMPLES);
+    let mut search_ms = Vec::with_capacity(BARE_SAMPLES);
+    let mut failed = 0usize;
+    for n in 0..BARE_SAMPLES {
+        let u = (first_user + n * 7919) % users;
+        let t = Instant::now();
+        // A lookup past the 50 ms budget (a hiccup of the shared machine) counts with the
+        // time it took; only a store that keeps failing ends the bench.
+        if rt.block_on(store.get(1, &format!("u{u}"), 500)).is_err() {
+            failed += 1;
+            anyhow::ensure!(failed <= 50, "the bare Redis lookup failed {failed} times");
+        }
+        redis_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let q = &vectors[u * dim..(u + 1) * dim];
+        let t = Instant::now();
+        index.search(q, 15)?;
+        search_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Bare {
+        search_ms: p50(search_ms),
+        redis_ms: p50(redis_ms),
+    })
 }
 
 fn p50(mut xs: Vec<f64>) -> f64 {
@@ -818,6 +877,8 @@ fn load(
         p999_ms: nearest_rank(&latencies, 999),
         worst_generator_p99_ms: parts.iter().map(|p| p.p99_ms).fold(f64::NAN, f64::max),
         errors: parts.iter().map(|p| p.errors).sum(),
+        bare_search_p50_ms: f64::NAN,
+        bare_redis_p50_ms: f64::NAN,
         overhead_ratio: f64::NAN,
         cpu,
     })
@@ -900,6 +961,8 @@ fn oha_summary(json: &[u8]) -> anyhow::Result<ServeRun> {
         p999_ms: pct("p99.9"),
         worst_generator_p99_ms: pct("p99"),
         errors: all - ok + conn_errors,
+        bare_search_p50_ms: f64::NAN,
+        bare_redis_p50_ms: f64::NAN,
         overhead_ratio: f64::NAN,
         cpu: None,
     })
@@ -917,9 +980,7 @@ pub async fn serve(
     serving: recsys_serving::ServingConfig,
     index: IndexConfig,
 ) -> anyhow::Result<ServeBenchReport> {
-    use recsys_serving::{
-        AppState, FollowStatus, RedisUserVectorStore, ServingConfig, UserVectorStore,
-    };
+    use recsys_serving::{AppState, FollowStatus, RedisUserVectorStore, ServingConfig};
     use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 
     anyhow::ensure!(
@@ -973,43 +1034,22 @@ pub async fn serve(
 
     let store =
         Arc::new(RedisUserVectorStore::connect(&redis.url(), Duration::from_millis(50)).await?);
-    // Bare costs: the store lookup serving does (vector + history, one round trip) and
-    // the index search it does (k + history candidates), each alone, on a thread set up
-    // as an HTTP worker is (a single-threaded event loop, one-thread FAISS searches).
     let index = catalog.load().index.clone().context("index")?;
-    let (bare_store, bare_users) = (store.clone(), users.clone());
-    let (bare_redis, bare_search) = std::thread::spawn(move || -> anyhow::Result<(f64, f64)> {
-        recsys_engine::index::single_threaded_searches();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let mut redis_ms = Vec::new();
-        let mut search_ms = Vec::new();
-        let mut failed = 0usize;
-        for n in 0..5_000usize {
-            let u = (n * 7919) % opts.users;
-            let t = Instant::now();
-            // A lookup past the 50 ms budget (a hiccup of the shared machine) counts
-            // with the time it took; only a store that keeps failing ends the bench.
-            if rt
-                .block_on(bare_store.get(1, &format!("u{u}"), 500))
-                .is_err()
-            {
-                failed += 1;
-                anyhow::ensure!(failed <= 50, "the bare Redis lookup failed {failed} times");
-            }
-            redis_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            let q = &bare_users[u * dim..(u + 1) * dim];
-            let t = Instant::now();
-            index.search(q, 15)?;
-            search_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok((p50(redis_ms), p50(search_ms)))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("bare measurement panicked"))??;
+    let (users, bare_store) = (Arc::new(users), store.clone());
+    let bare = |pass: u32| {
+        let (store, index, users) = (bare_store.clone(), index.clone(), users.clone());
+        let first_user = (pass as usize * BARE_SAMPLES) % opts.users;
+        let thread = std::thread::spawn(move || {
+            bare_costs(&*store, &index, &users, dim, opts.users, first_user)
+        });
+        tokio::task::block_in_place(|| thread.join())
+            .map_err(|_| anyhow::anyhow!("bare measurement panicked"))?
+    };
+    let first = bare(0)?;
     eprintln!(
-        "bare index search p50 {bare_search:.3} ms, bare redis lookup p50 {bare_redis:.3} ms"
+        "bare index search p50 {:.3} ms, bare redis lookup p50 {:.3} ms (measured again \
+         before every run)",
+        first.search_ms, first.redis_ms
     );
 
     let follow = Arc::new(FollowStatus::default());
@@ -1056,13 +1096,23 @@ pub async fn serve(
         );
         let (url, seconds, conns, gens) =
             (url.clone(), opts.seconds, opts.connections, opts.generators);
+        // The run's own denominator, taken on the idle machine just before its load: the
+        // host's speed drifts over minutes (bare sums of 0.185–0.262 ms in one day).
+        let bare = if runs.is_empty() {
+            first
+        } else {
+            bare(u32::try_from(runs.len()).unwrap_or(u32::MAX))?
+        };
         let mut run =
             tokio::task::spawn_blocking(move || load(&url, rate, seconds, conns, gens, redis_pid))
                 .await??;
-        run.overhead_ratio = run.p50_ms / (bare_search + bare_redis);
+        run.bare_search_p50_ms = bare.search_ms;
+        run.bare_redis_p50_ms = bare.redis_ms;
+        run.overhead_ratio = run.p50_ms / (bare.search_ms + bare.redis_ms);
         eprintln!(
             "  {:>6} offered ({} oha): {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  \
-             p99.9 {:.3} ms  errors {}  p50/bare {:.2}  (worst oha's own p99 {:.3} ms){}",
+             p99.9 {:.3} ms  errors {}  p50/bare {:.2}  (worst oha's own p99 {:.3} ms)\n\
+             {:>11}bare just before: search {:.3} ms + redis {:.3} ms{}",
             run.offered_rps,
             run.generators,
             run.rps,
@@ -1072,6 +1122,9 @@ pub async fn serve(
             run.errors,
             run.overhead_ratio,
             run.worst_generator_p99_ms,
+            "",
+            bare.search_ms,
+            bare.redis_ms,
             cpu_line(run.cpu.as_ref(), run.rps),
         );
         runs.push(run);
@@ -1124,6 +1177,8 @@ pub async fn serve(
                 p999_ms: median(|r| r.p999_ms),
                 worst_generator_p99_ms: median(|r| r.worst_generator_p99_ms),
                 errors: of_rate.iter().map(|r| r.errors).max().unwrap_or(0),
+                bare_search_p50_ms: median(|r| r.bare_search_p50_ms),
+                bare_redis_p50_ms: median(|r| r.bare_redis_p50_ms),
                 overhead_ratio: median(|r| r.overhead_ratio),
                 cpu: {
                     let cpus: Vec<CpuUse> = of_rate.iter().filter_map(|r| r.cpu).collect();
@@ -1182,9 +1237,17 @@ pub async fn serve(
     };
     let last = best.or(medians.first()).cloned().context("no rate given")?;
     eprintln!(
-        "bare index search p50 {bare_search:.3} ms, bare redis lookup p50 {bare_redis:.3} ms; \
-         at {} req/s offered ({which}) HTTP p50 is {:.2}x their sum",
-        last.offered_rps, last.overhead_ratio
+        "bare index search p50 {:.3} ms, bare redis lookup p50 {:.3} ms; at {} req/s \
+         offered ({which}) HTTP p50 is {:.2}x their sum{}",
+        last.bare_search_p50_ms,
+        last.bare_redis_p50_ms,
+        last.offered_rps,
+        last.overhead_ratio,
+        if passes > 1 {
+            " (medians over the runs, each run's ratio against the bare sum taken before it)"
+        } else {
+            ""
+        }
     );
     Ok(ServeBenchReport {
         users: opts.users,
@@ -1197,8 +1260,8 @@ pub async fn serve(
         p99_ms: last.p99_ms,
         p999_ms: last.p999_ms,
         errors: last.errors,
-        bare_search_p50_ms: bare_search,
-        bare_redis_p50_ms: bare_redis,
+        bare_search_p50_ms: last.bare_search_p50_ms,
+        bare_redis_p50_ms: last.bare_redis_p50_ms,
         overhead_ratio: last.overhead_ratio,
         healthz: floor,
         repeat: passes,

@@ -228,7 +228,7 @@ enum BenchCommand {
         json: bool,
     },
     /// The HTTP API under a fixed-rate load from `oha` (cargo install oha), with the bare
-    /// index search and Redis lookup measured in the same run.
+    /// index search and Redis lookup measured in the same run, just before each load.
     Serve {
         #[arg(long, default_value_t = ServeBenchOptions::default().users)]
         users: usize,
