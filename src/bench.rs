@@ -776,6 +776,14 @@ fn p50(mut xs: Vec<f64>) -> f64 {
 /// each 0.72 and 0.53 ms (p99 2.6, 2.1; the highest of the five each time).
 pub const RATE_PER_GENERATOR: u32 = 1_000;
 
+/// Runtime threads of each `oha` process (its default is one per core). Five processes of
+/// two threads each at 5,000 req/s queued on the two cores behind one another: in an
+/// alternated A/B (8 runs each, `bench serve --rate 5000 --repeat 2`), one thread each
+/// cut oha's CPU from 0.45–0.52 to 0.38–0.45 cores and its threads' run-queue wait from
+/// 222–416 to 63–116 µs per request; the HTTP p50 stayed where it was (0.57–1.03 ms
+/// against 0.53–0.92). 1,000 req/s over 8 connections is light work for one thread.
+const GENERATOR_THREADS: u32 = 1;
+
 /// Pause between starting two `oha` processes of one run. Started together, their
 /// start-ups (runtimes, 8 connections each) stalled the first requests of every process
 /// by 110–160 ms (p99 over 100 ms); 200 ms apart, each starts while the others run.
@@ -834,6 +842,8 @@ fn load(
                 "-c",
                 &connections.to_string(),
                 "--no-tui",
+                "--worker-threads",
+                &GENERATOR_THREADS.to_string(),
                 // Latency from each request's release, not its actual send: no
                 // coordinated omission when the server falls behind.
                 "--latency-correction",
