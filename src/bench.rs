@@ -486,6 +486,11 @@ pub struct ServeRun {
     pub overhead_ratio: f64,
     /// Where the machine's CPU went during the run (`None` where `/proc` is unreadable).
     pub cpu: Option<CpuUse>,
+    /// The server's own time per request over the measured window, from its `/metrics`
+    /// histogram (the middleware's clock, from the parsed request to its response): per
+    /// bucket bound in ms, the share of the window's requests answered within it.
+    /// Empty where `/metrics` could not be read.
+    pub server_within_ms: Vec<(f64, f64)>,
 }
 
 /// CPU used during a run, in cores (CPU seconds per second of the run's wall time), read
@@ -809,6 +814,7 @@ fn load(
     connections: u32,
     generators: u32,
     redis_pid: u32,
+    server: std::net::SocketAddr,
 ) -> anyhow::Result<ServeRun> {
     let generators = if generators == 0 {
         rate.div_ceil(RATE_PER_GENERATOR)
@@ -865,8 +871,12 @@ fn load(
     let pids: Vec<u32> = children.0.iter().map(std::process::Child::id).collect();
     sleep_until(last_started + WARM_UP);
     let before = CpuSample::take(redis_pid, &pids);
+    let latency_before = server_latency_buckets(server);
     sleep_until(last_started + WARM_UP + Duration::from_secs(seconds.into()));
     let cpu = before.and_then(|b| b.cores_since(redis_pid, &pids));
+    let server_within_ms = latency_before
+        .zip(server_latency_buckets(server))
+        .map_or_else(Vec::new, |(before, after)| shares_within(&before, &after));
     let mut parts = Vec::new();
     while !children.0.is_empty() {
         let child = children.0.remove(0);
@@ -897,6 +907,7 @@ fn load(
         bare_redis_p50_ms: f64::NAN,
         overhead_ratio: f64::NAN,
         cpu,
+        server_within_ms,
     })
 }
 
@@ -922,6 +933,94 @@ fn window_latencies(
     window.sort_by(f64::total_cmp);
     whole.sort_by(f64::total_cmp);
     (window, whole)
+}
+
+/// The server's request-latency histogram so far, from its `/metrics`: per bucket bound
+/// (seconds; `+Inf` as infinity), the requests answered within it, every route's and
+/// status's summed except `/metrics`'s own. `None` if it cannot be read.
+fn server_latency_buckets(server: std::net::SocketAddr) -> Option<Vec<(f64, u64)>> {
+    let response = crate::http::HttpClient::connect(server)
+        .ok()?
+        .get("/metrics")
+        .ok()?;
+    (response.status == 200).then(|| latency_buckets(&String::from_utf8_lossy(&response.body)))
+}
+
+/// [`server_latency_buckets`] of an exposition text, ascending by bound.
+fn latency_buckets(text: &str) -> Vec<(f64, u64)> {
+    let mut by_bound: std::collections::BTreeMap<u64, u64> = Default::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("recsys_http_request_duration_seconds_bucket{") else {
+            continue;
+        };
+        if rest.contains("route=\"/metrics\"") {
+            continue;
+        }
+        let Some((labels, count)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(le) = labels
+            .split("le=\"")
+            .nth(1)
+            .and_then(|l| l.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        if let (false, Ok(count)) = (bound.is_nan(), count.trim().parse::<u64>()) {
+            *by_bound.entry(bound.to_bits()).or_default() += count;
+        }
+    }
+    // Positive floats order as their bits do.
+    by_bound
+        .into_iter()
+        .map(|(bits, n)| (f64::from_bits(bits), n))
+        .collect()
+}
+
+/// Between two [`latency_buckets`] readings: per finite bound in ms, the share of the
+/// requests answered in between that took at most that long (none if none were).
+fn shares_within(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, f64)> {
+    let count = |buckets: &[(f64, u64)], bound: f64| {
+        buckets
+            .iter()
+            .find(|(b, _)| *b == bound)
+            .map_or(0, |(_, n)| *n)
+    };
+    let total = count(after, f64::INFINITY).saturating_sub(count(before, f64::INFINITY));
+    if total == 0 {
+        return Vec::new();
+    }
+    after
+        .iter()
+        .filter(|(bound, _)| bound.is_finite())
+        .map(|&(bound, n)| {
+            let within = n.saturating_sub(count(before, bound));
+            (bound * 1e3, within as f64 / total as f64)
+        })
+        .collect()
+}
+
+/// The printed part of [`ServeRun::server_within_ms`]: the bounds around the p50 and
+/// the p99 target.
+fn server_time_line(within: &[(f64, f64)]) -> String {
+    let shown: Vec<String> = within
+        .iter()
+        .filter(|(ms, _)| [0.5, 1.0, 2.5, 5.0].iter().any(|b| (b - ms).abs() < 1e-9))
+        .map(|(ms, share)| format!("≤ {ms} ms {:.1}%", share * 100.0))
+        .collect();
+    if shown.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n           server's own time (/metrics): {}",
+            shown.join(", ")
+        )
+    }
 }
 
 /// Full-rate lead-in before a run's measured window. The last `oha` to start reads the
@@ -1015,6 +1114,7 @@ fn oha_summary(json: &[u8]) -> anyhow::Result<ServeRun> {
         bare_redis_p50_ms: f64::NAN,
         overhead_ratio: f64::NAN,
         cpu: None,
+        server_within_ms: Vec::new(),
     })
 }
 
@@ -1153,16 +1253,17 @@ pub async fn serve(
         } else {
             bare(u32::try_from(runs.len()).unwrap_or(u32::MAX))?
         };
-        let mut run =
-            tokio::task::spawn_blocking(move || load(&url, rate, seconds, conns, gens, redis_pid))
-                .await??;
+        let mut run = tokio::task::spawn_blocking(move || {
+            load(&url, rate, seconds, conns, gens, redis_pid, addr)
+        })
+        .await??;
         run.bare_search_p50_ms = bare.search_ms;
         run.bare_redis_p50_ms = bare.redis_ms;
         run.overhead_ratio = run.p50_ms / (bare.search_ms + bare.redis_ms);
         eprintln!(
             "  {:>6} offered ({} oha): {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  \
              p99.9 {:.3} ms  errors {}  p50/bare {:.2}  (whole run: p99 {:.3} ms)\n\
-             {:>11}bare just before: search {:.3} ms + redis {:.3} ms{}",
+             {:>11}bare just before: search {:.3} ms + redis {:.3} ms{}{}",
             run.offered_rps,
             run.generators,
             run.rps,
@@ -1176,6 +1277,7 @@ pub async fn serve(
             bare.search_ms,
             bare.redis_ms,
             cpu_line(run.cpu.as_ref(), run.rps),
+            server_time_line(&run.server_within_ms),
         );
         runs.push(run);
     }
@@ -1191,15 +1293,16 @@ pub async fn serve(
             );
             eprintln!("offering {rate} requests/s to /healthz for {seconds} s");
             let run = tokio::task::spawn_blocking(move || {
-                load(&url, rate, seconds, conns, gens, redis_pid)
+                load(&url, rate, seconds, conns, gens, redis_pid, addr)
             })
             .await??;
             eprintln!(
                 "  /healthz at {rate}: p50 {:.3} ms  p99 {:.3} ms (HTTP and load-generator \
-                 floor){}",
+                 floor){}{}",
                 run.p50_ms,
                 run.p99_ms,
-                cpu_line(run.cpu.as_ref(), run.rps)
+                cpu_line(run.cpu.as_ref(), run.rps),
+                server_time_line(&run.server_within_ms),
             );
             Some(run)
         }
@@ -1253,6 +1356,20 @@ pub async fn serve(
                         },
                     })
                 },
+                // Per bound, the median share (runs whose `/metrics` was read alike).
+                server_within_ms: of_rate
+                    .first()
+                    .map_or(&[][..], |r| &r.server_within_ms[..])
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(ms, _))| {
+                        let shares = of_rate
+                            .iter()
+                            .filter_map(|r| r.server_within_ms.get(i).map(|&(_, s)| s))
+                            .collect();
+                        (ms, p50(shares))
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -1261,7 +1378,7 @@ pub async fn serve(
         for m in &medians {
             eprintln!(
                 "  {:>6} offered: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
-                 errors (most) {}  p50/bare {:.2}{}",
+                 errors (most) {}  p50/bare {:.2}{}{}",
                 m.offered_rps,
                 m.rps,
                 m.p50_ms,
@@ -1269,7 +1386,8 @@ pub async fn serve(
                 m.p999_ms,
                 m.errors,
                 m.overhead_ratio,
-                cpu_line(m.cpu.as_ref(), m.rps)
+                cpu_line(m.cpu.as_ref(), m.rps),
+                server_time_line(&m.server_within_ms),
             );
         }
     }
@@ -1789,5 +1907,43 @@ mod tests {
         assert!(nearest_rank(&[], 500).is_nan());
         assert!((nearest_rank(&[2.0], 999) - 2.0).abs() < 1e-9);
         assert!(request_log(&dir.path().join("missing.db")).is_err());
+    }
+
+    #[test]
+    fn server_time_shares_come_from_the_metrics_histogram_between_two_readings() {
+        use recsys_serving::metrics::Metrics;
+        let m = Metrics::default();
+        let route = "/v1/users/{user_id}/recommendations";
+        m.observe(route, "GET", 200, 0.0003);
+        let before = latency_buckets(&m.render(&[]));
+        // In the window: two fast, one at 3 ms, one 404 at 7 ms on another route, and a
+        // slow scrape of /metrics, which does not count.
+        m.observe(route, "GET", 200, 0.0004);
+        m.observe(route, "GET", 200, 0.0009);
+        m.observe(route, "GET", 200, 0.003);
+        m.observe("/v1/items/{item_id}/similar", "GET", 404, 0.007);
+        m.observe("/metrics", "GET", 200, 0.2);
+        let after = latency_buckets(&m.render(&[]));
+        assert_eq!(after.last(), Some(&(f64::INFINITY, 5)), "{after:?}");
+        let shares = shares_within(&before, &after);
+        let at = |ms: f64| {
+            shares
+                .iter()
+                .find(|(b, _)| (b - ms).abs() < 1e-9)
+                .map(|&(_, s)| s)
+        };
+        assert_eq!(at(0.5), Some(0.25));
+        assert_eq!(at(1.0), Some(0.5));
+        assert_eq!(at(5.0), Some(0.75));
+        assert_eq!(at(10.0), Some(1.0));
+        assert!(
+            shares_within(&after, &after).is_empty(),
+            "no requests, no shares"
+        );
+        let line = server_time_line(&shares);
+        assert!(
+            line.contains("≤ 1 ms 50.0%") && line.contains("≤ 5 ms 75.0%"),
+            "{line}"
+        );
     }
 }
