@@ -491,6 +491,18 @@ pub struct ServeRun {
     /// bucket bound in ms, the share of the window's requests answered within it.
     /// Empty where `/metrics` could not be read.
     pub server_within_ms: Vec<(f64, f64)>,
+    /// The same window's mean server time per request and of its two stages, from the
+    /// histograms' sums and counts (`None` where `/metrics` could not be read).
+    pub server_mean_ms: Option<ServerMeans>,
+}
+
+/// Mean times, ms, over a run's window, from the server's `/metrics`: a request in the
+/// middleware, a user-store lookup, an index search (NaN where there were none).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerMeans {
+    pub request: f64,
+    pub store_lookup: f64,
+    pub search: f64,
 }
 
 /// CPU used during a run, in cores (CPU seconds per second of the run's wall time), read
@@ -871,12 +883,16 @@ fn load(
     let pids: Vec<u32> = children.0.iter().map(std::process::Child::id).collect();
     sleep_until(last_started + WARM_UP);
     let before = CpuSample::take(redis_pid, &pids);
-    let latency_before = server_latency_buckets(server);
+    let server_before = ServerTimes::read(server);
     sleep_until(last_started + WARM_UP + Duration::from_secs(seconds.into()));
     let cpu = before.and_then(|b| b.cores_since(redis_pid, &pids));
-    let server_within_ms = latency_before
-        .zip(server_latency_buckets(server))
-        .map_or_else(Vec::new, |(before, after)| shares_within(&before, &after));
+    let server_between = server_before.zip(ServerTimes::read(server));
+    let server_within_ms = server_between
+        .as_ref()
+        .map_or_else(Vec::new, |(before, after)| {
+            shares_within(&before.request_buckets, &after.request_buckets)
+        });
+    let server_mean_ms = server_between.map(|(before, after)| after.means_since(&before));
     let mut parts = Vec::new();
     while !children.0.is_empty() {
         let child = children.0.remove(0);
@@ -908,6 +924,7 @@ fn load(
         overhead_ratio: f64::NAN,
         cpu,
         server_within_ms,
+        server_mean_ms,
     })
 }
 
@@ -935,30 +952,77 @@ fn window_latencies(
     (window, whole)
 }
 
-/// The server's request-latency histogram so far, from its `/metrics`: per bucket bound
-/// (seconds; `+Inf` as infinity), the requests answered within it, every route's and
-/// status's summed except `/metrics`'s own. `None` if it cannot be read.
-fn server_latency_buckets(server: std::net::SocketAddr) -> Option<Vec<(f64, u64)>> {
-    let response = crate::http::HttpClient::connect(server)
-        .ok()?
-        .get("/metrics")
-        .ok()?;
-    (response.status == 200).then(|| latency_buckets(&String::from_utf8_lossy(&response.body)))
+/// What the server's `/metrics` says so far of its own time: the request-latency
+/// buckets, every route's and status's summed except `/metrics`'s own, and (sum of
+/// seconds, count) of requests, user-store lookups and index searches.
+struct ServerTimes {
+    request_buckets: Vec<(f64, u64)>,
+    request: (f64, u64),
+    store_lookup: (f64, u64),
+    search: (f64, u64),
 }
 
-/// [`server_latency_buckets`] of an exposition text, ascending by bound.
+impl ServerTimes {
+    /// `None` if `/metrics` cannot be read.
+    fn read(server: std::net::SocketAddr) -> Option<Self> {
+        let response = crate::http::HttpClient::connect(server)
+            .ok()?
+            .get("/metrics")
+            .ok()?;
+        (response.status == 200).then(|| Self::parse(&String::from_utf8_lossy(&response.body)))
+    }
+
+    fn parse(text: &str) -> Self {
+        Self {
+            request_buckets: latency_buckets(text),
+            request: sum_and_count(text, "recsys_http_request_duration_seconds"),
+            store_lookup: sum_and_count(text, "recsys_store_lookup_duration_seconds"),
+            search: sum_and_count(text, "recsys_search_duration_seconds"),
+        }
+    }
+
+    /// Mean ms of each between `before` and `self`.
+    fn means_since(&self, before: &Self) -> ServerMeans {
+        let mean = |(s1, n1): (f64, u64), (s0, n0): (f64, u64)| {
+            (s1 - s0) * 1e3 / n1.saturating_sub(n0) as f64
+        };
+        ServerMeans {
+            request: mean(self.request, before.request),
+            store_lookup: mean(self.store_lookup, before.store_lookup),
+            search: mean(self.search, before.search),
+        }
+    }
+}
+
+/// `(labels, value)` of each line `name{labels} value` or `name value` of an exposition
+/// text, leaving out the series of `/metrics`'s own route.
+fn series<'t>(text: &'t str, name: &str) -> impl Iterator<Item = (&'t str, &'t str)> {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.rsplit_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        (!labels.contains("route=\"/metrics\"")).then_some((labels, value.trim()))
+    })
+}
+
+/// (Sum, count) of histogram `name` over its series (see [`series`]).
+fn sum_and_count(text: &str, name: &str) -> (f64, u64) {
+    let sum = series(text, &format!("{name}_sum"))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum();
+    let count = series(text, &format!("{name}_count"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    (sum, count)
+}
+
+/// The request-latency buckets of an exposition text (see [`ServerTimes`]): per bound
+/// (seconds; `+Inf` as infinity), the requests within it, ascending by bound.
 fn latency_buckets(text: &str) -> Vec<(f64, u64)> {
     let mut by_bound: std::collections::BTreeMap<u64, u64> = Default::default();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("recsys_http_request_duration_seconds_bucket{") else {
-            continue;
-        };
-        if rest.contains("route=\"/metrics\"") {
-            continue;
-        }
-        let Some((labels, count)) = rest.rsplit_once("} ") else {
-            continue;
-        };
+    for (labels, count) in series(text, "recsys_http_request_duration_seconds_bucket") {
         let Some(le) = labels
             .split("le=\"")
             .nth(1)
@@ -971,7 +1035,7 @@ fn latency_buckets(text: &str) -> Vec<(f64, u64)> {
         } else {
             le.parse().unwrap_or(f64::NAN)
         };
-        if let (false, Ok(count)) = (bound.is_nan(), count.trim().parse::<u64>()) {
+        if let (false, Ok(count)) = (bound.is_nan(), count.parse::<u64>()) {
             *by_bound.entry(bound.to_bits()).or_default() += count;
         }
     }
@@ -1005,22 +1069,34 @@ fn shares_within(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, f64)>
         .collect()
 }
 
-/// The printed part of [`ServeRun::server_within_ms`]: the bounds around the p50 and
-/// the p99 target.
-fn server_time_line(within: &[(f64, f64)]) -> String {
+/// The printed part of [`ServeRun::server_within_ms`] (the bounds around the p50 and
+/// the p99 target) and of [`ServeRun::server_mean_ms`].
+fn server_time_line(within: &[(f64, f64)], means: Option<&ServerMeans>) -> String {
     let shown: Vec<String> = within
         .iter()
         .filter(|(ms, _)| [0.5, 1.0, 2.5, 5.0].iter().any(|b| (b - ms).abs() < 1e-9))
         .map(|(ms, share)| format!("≤ {ms} ms {:.1}%", share * 100.0))
         .collect();
-    if shown.is_empty() {
-        String::new()
-    } else {
-        format!(
+    let mut line = String::new();
+    if !shown.is_empty() {
+        line += &format!(
             "\n           server's own time (/metrics): {}",
             shown.join(", ")
-        )
+        );
     }
+    if let Some(m) = means.filter(|m| m.request.is_finite()) {
+        line += &format!(
+            "\n           server's mean per request: {:.3} ms",
+            m.request
+        );
+        if m.store_lookup.is_finite() || m.search.is_finite() {
+            line += &format!(
+                ", of which user-store lookup {:.3} ms, index search {:.3} ms",
+                m.store_lookup, m.search
+            );
+        }
+    }
+    line
 }
 
 /// Full-rate lead-in before a run's measured window. The last `oha` to start reads the
@@ -1115,6 +1191,7 @@ fn oha_summary(json: &[u8]) -> anyhow::Result<ServeRun> {
         overhead_ratio: f64::NAN,
         cpu: None,
         server_within_ms: Vec::new(),
+        server_mean_ms: None,
     })
 }
 
@@ -1277,7 +1354,7 @@ pub async fn serve(
             bare.search_ms,
             bare.redis_ms,
             cpu_line(run.cpu.as_ref(), run.rps),
-            server_time_line(&run.server_within_ms),
+            server_time_line(&run.server_within_ms, run.server_mean_ms.as_ref()),
         );
         runs.push(run);
     }
@@ -1302,7 +1379,7 @@ pub async fn serve(
                 run.p50_ms,
                 run.p99_ms,
                 cpu_line(run.cpu.as_ref(), run.rps),
-                server_time_line(&run.server_within_ms),
+                server_time_line(&run.server_within_ms, run.server_mean_ms.as_ref()),
             );
             Some(run)
         }
@@ -1370,6 +1447,16 @@ pub async fn serve(
                         (ms, p50(shares))
                     })
                     .collect(),
+                server_mean_ms: {
+                    let means: Vec<ServerMeans> =
+                        of_rate.iter().filter_map(|r| r.server_mean_ms).collect();
+                    let median = |f: fn(&ServerMeans) -> f64| p50(means.iter().map(f).collect());
+                    (!means.is_empty()).then(|| ServerMeans {
+                        request: median(|m| m.request),
+                        store_lookup: median(|m| m.store_lookup),
+                        search: median(|m| m.search),
+                    })
+                },
             }
         })
         .collect();
@@ -1387,7 +1474,7 @@ pub async fn serve(
                 m.errors,
                 m.overhead_ratio,
                 cpu_line(m.cpu.as_ref(), m.rps),
-                server_time_line(&m.server_within_ms),
+                server_time_line(&m.server_within_ms, m.server_mean_ms.as_ref()),
             );
         }
     }
@@ -1910,22 +1997,29 @@ mod tests {
     }
 
     #[test]
-    fn server_time_shares_come_from_the_metrics_histogram_between_two_readings() {
+    fn server_time_comes_from_the_metrics_histograms_between_two_readings() {
         use recsys_serving::metrics::Metrics;
         let m = Metrics::default();
         let route = "/v1/users/{user_id}/recommendations";
         m.observe(route, "GET", 200, 0.0003);
-        let before = latency_buckets(&m.render(&[]));
+        m.store_lookup.observe(Duration::from_micros(900));
+        let before = ServerTimes::parse(&m.render(&[]));
         // In the window: two fast, one at 3 ms, one 404 at 7 ms on another route, and a
-        // slow scrape of /metrics, which does not count.
+        // slow scrape of /metrics, which does not count; three lookups, two searches.
         m.observe(route, "GET", 200, 0.0004);
         m.observe(route, "GET", 200, 0.0009);
         m.observe(route, "GET", 200, 0.003);
         m.observe("/v1/items/{item_id}/similar", "GET", 404, 0.007);
         m.observe("/metrics", "GET", 200, 0.2);
-        let after = latency_buckets(&m.render(&[]));
-        assert_eq!(after.last(), Some(&(f64::INFINITY, 5)), "{after:?}");
-        let shares = shares_within(&before, &after);
+        for us in [100, 200, 300] {
+            m.store_lookup.observe(Duration::from_micros(us));
+        }
+        for us in [50, 150] {
+            m.search.observe(Duration::from_micros(us));
+        }
+        let after = ServerTimes::parse(&m.render(&[]));
+        assert_eq!(after.request_buckets.last(), Some(&(f64::INFINITY, 5)));
+        let shares = shares_within(&before.request_buckets, &after.request_buckets);
         let at = |ms: f64| {
             shares
                 .iter()
@@ -1936,13 +2030,24 @@ mod tests {
         assert_eq!(at(1.0), Some(0.5));
         assert_eq!(at(5.0), Some(0.75));
         assert_eq!(at(10.0), Some(1.0));
+        assert!(shares_within(&after.request_buckets, &after.request_buckets).is_empty());
+        let means = after.means_since(&before);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // (0.4 + 0.9 + 3 + 7) / 4 requests; (0.1 + 0.2 + 0.3) / 3; (0.05 + 0.15) / 2.
+        assert!(close(means.request, 2.825), "{means:?}");
+        assert!(close(means.store_lookup, 0.2), "{means:?}");
+        assert!(close(means.search, 0.1), "{means:?}");
         assert!(
-            shares_within(&after, &after).is_empty(),
-            "no requests, no shares"
+            after.means_since(&after).search.is_nan(),
+            "no searches, no mean"
         );
-        let line = server_time_line(&shares);
+        let line = server_time_line(&shares, Some(&means));
         assert!(
             line.contains("≤ 1 ms 50.0%") && line.contains("≤ 5 ms 75.0%"),
+            "{line}"
+        );
+        assert!(
+            line.contains("lookup 0.200 ms, index search 0.100 ms"),
             "{line}"
         );
     }

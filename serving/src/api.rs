@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Service;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -357,7 +357,7 @@ fn check_id(id: &str, what: &str) -> Result<()> {
 /// Searches `index` for `query` and keeps up to `k` items passing `keep`, asking FAISS
 /// for more candidates (×4 each round) while filtering leaves fewer than `k`.
 async fn search_filtered(
-    search: &SearchPool,
+    state: &AppState,
     catalog: &Catalog,
     index: Arc<recsys_engine::index::ItemIndex>,
     query: &[f32],
@@ -365,9 +365,10 @@ async fn search_filtered(
     mut fetch: usize,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<ScoredItem>> {
-    loop {
+    let started = Instant::now();
+    let items = loop {
         fetch = fetch.min(index.len());
-        let hits = search.search(&index, query, fetch).await?;
+        let hits = state.search.search(&index, query, fetch).await?;
         let items: Vec<ScoredItem> = hits
             .iter()
             .filter_map(|&(row, score)| {
@@ -380,10 +381,12 @@ async fn search_filtered(
             .take(k)
             .collect();
         if items.len() >= k || fetch >= index.len() || hits.len() < fetch {
-            return Ok(items);
+            break items;
         }
         fetch *= 4;
-    }
+    };
+    state.metrics.search.observe(started.elapsed());
+    Ok(items)
 }
 
 /// Recommendations for one user.
@@ -445,11 +448,13 @@ async fn recommend_one(
     category: Option<&str>,
 ) -> Result<RecommendationResponse> {
     let catalog = state.catalog.load();
+    let started = Instant::now();
     let lookup = tokio::time::timeout(
         Duration::from_millis(state.cfg.store_timeout_ms),
         state.users.get(catalog.generation, &user_id, MAX_RECENT),
     )
     .await;
+    state.metrics.store_lookup.observe(started.elapsed());
     let (record, fallback) = match lookup {
         Ok(Ok(record)) => (record, false),
         Ok(Err(e)) => {
@@ -472,7 +477,7 @@ async fn recommend_one(
     exclude.extend(record.recent.iter().map(String::as_str));
     exclude.extend(extra_exclude.iter().map(String::as_str));
     let (source, items) = rank(
-        &state.search,
+        state,
         &catalog,
         record.vector,
         &record.recent,
@@ -600,7 +605,7 @@ async fn similar(
         )));
     };
     let category = query.category.as_deref();
-    let items = search_filtered(&state.search, &catalog, index, &vector, k, k + 1, |item| {
+    let items = search_filtered(&state, &catalog, index, &vector, k, k + 1, |item| {
         item != item_id && category.is_none_or(|c| catalog.in_category(item, c))
     })
     .await?;
@@ -781,7 +786,7 @@ fn popular_items(
 
 /// Personal vector if there is one, else a fold-in of recent items, else popular items.
 async fn rank(
-    search: &SearchPool,
+    state: &AppState,
     catalog: &Catalog,
     vector: Option<Vec<f32>>,
     recent: &[String],
@@ -797,7 +802,7 @@ async fn rank(
     };
     if let (Some(index), Some(query)) = (index, query) {
         let fetch = k + exclude.len();
-        let items = search_filtered(search, catalog, index, &query, k, fetch, |item| {
+        let items = search_filtered(state, catalog, index, &query, k, fetch, |item| {
             !exclude.contains(item) && category.is_none_or(|c| catalog.in_category(item, c))
         })
         .await?;

@@ -1,5 +1,6 @@
 //! Prometheus metrics in the text exposition format, kept in plain atomics and a small
-//! map: requests and latency histograms by route and status, fallbacks by cause, user
+//! map: requests and latency histograms by route and status, the latency of the two
+//! stages of a recommendation (user-store lookup, index search), fallbacks by cause, user
 //! store errors, rejected requests; index size and generation are read from the catalog
 //! when scraped.
 
@@ -7,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use recsys_schemas::api::Source;
 
@@ -20,6 +22,43 @@ struct Histogram {
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+/// The latency of one stage of the request path, unlabelled and lock-free: timing a
+/// stage costs two clock reads and three atomic adds. Counts are kept per bucket and
+/// made cumulative when rendered.
+#[derive(Default)]
+pub struct StageHistogram {
+    /// Per bucket of `BUCKETS`, then one past the last bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl StageHistogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BUCKETS.partition_point(|&b| b < seconds);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {}\n{name}_count {cumulative}",
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+        );
+    }
 }
 
 /// Why an answer came from a fallback path.
@@ -82,6 +121,12 @@ pub struct Metrics {
     fallbacks: Mutex<BTreeMap<FallbackCause, u64>>,
     /// Answers by source, indexed as `SOURCES`.
     sources: [AtomicU64; SOURCES.len()],
+    /// User-store lookups (vector and recent items, one round trip), failed and
+    /// timed-out ones included.
+    pub store_lookup: StageHistogram,
+    /// Index searches of the request path: FAISS, exact re-ranking, and any wider rounds
+    /// a filter asks for.
+    pub search: StageHistogram,
     pub store_errors: AtomicU64,
     pub in_flight_rejected: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -162,6 +207,16 @@ impl Metrics {
                 h.count, h.sum, h.count
             );
         }
+        self.store_lookup.render(
+            &mut out,
+            "recsys_store_lookup_duration_seconds",
+            "User-store lookups (vector and recent items, one round trip), failed and timed-out ones included.",
+        );
+        self.search.render(
+            &mut out,
+            "recsys_search_duration_seconds",
+            "Index searches of the request path (FAISS, exact re-ranking, wider rounds for filters).",
+        );
         let _ = writeln!(
             out,
             "# HELP recsys_fallbacks_total Answers served from a fallback because a dependency failed, by cause.\n\
@@ -258,5 +313,24 @@ mod tests {
             assert_eq!(source_slot(source), i);
         }
         assert!(text.contains("recsys_index_items 42"));
+        // Stage histograms: cumulative buckets (a value on a bound counts in it), the
+        // slow one only in +Inf, sum in seconds.
+        for ms in [0.3, 2.5, 3000.0] {
+            m.store_lookup
+                .observe(Duration::from_micros((ms * 1e3) as u64));
+        }
+        let text = m.render(&[]);
+        for line in [
+            "recsys_store_lookup_duration_seconds_bucket{le=\"0.00025\"} 0",
+            "recsys_store_lookup_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "recsys_store_lookup_duration_seconds_bucket{le=\"0.0025\"} 2",
+            "recsys_store_lookup_duration_seconds_bucket{le=\"2.5\"} 2",
+            "recsys_store_lookup_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "recsys_store_lookup_duration_seconds_sum 3.0028",
+            "recsys_store_lookup_duration_seconds_count 3",
+            "recsys_search_duration_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -552,6 +552,9 @@ async fn in_flight_bound_answers_503_and_metrics_label_every_route() {
             "recsys_in_flight_rejected_total 1",
             "recsys_answers_total{source=\"popular\"} 1",
             "recsys_answers_total{source=\"personal\"} 0",
+            // The one answer looked its user up; a popular answer searches nothing.
+            "recsys_store_lookup_duration_seconds_count 1\n",
+            "recsys_search_duration_seconds_count 0\n",
         ],
     );
     api.server.stop(true).await;
