@@ -25,7 +25,7 @@ struct Histogram {
 }
 
 /// The latency of one stage of the request path, unlabelled and lock-free: timing a
-/// stage costs two clock reads and three atomic adds. Counts are kept per bucket and
+/// stage costs two clock reads and two atomic adds. Counts are kept per bucket and
 /// made cumulative when rendered.
 #[derive(Default)]
 pub struct StageHistogram {
