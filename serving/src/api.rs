@@ -354,21 +354,28 @@ fn check_id(id: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Searches `index` for `query` and keeps up to `k` items passing `keep`, asking FAISS
-/// for more candidates (×4 each round) while filtering leaves fewer than `k`.
-async fn search_filtered(
+/// Searches `index` for `query` and keeps up to `k` items passing `keep`. The items in
+/// `exclude` (catalog ids) are left out by the search itself, so they cost no re-rank
+/// depth; items `keep` refuses (another category) make it ask for more (×4 each round)
+/// while fewer than `k` are left.
+async fn search_filtered<'a>(
     state: &AppState,
     catalog: &Catalog,
     index: Arc<recsys_engine::index::ItemIndex>,
     query: &[f32],
     k: usize,
-    mut fetch: usize,
+    exclude: impl IntoIterator<Item = &'a str>,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<ScoredItem>> {
     let started = Instant::now();
+    let rows: Vec<u64> = exclude
+        .into_iter()
+        .filter_map(|item| catalog.ids.get(item).map(u64::from))
+        .collect();
+    let mut fetch = k;
     let items = loop {
         fetch = fetch.min(index.len());
-        let hits = state.search.search(&index, query, fetch).await?;
+        let hits = state.search.search(&index, query, fetch, &rows).await?;
         let items: Vec<ScoredItem> = hits
             .iter()
             .filter_map(|&(row, score)| {
@@ -605,9 +612,15 @@ async fn similar(
         )));
     };
     let category = query.category.as_deref();
-    let items = search_filtered(&state, &catalog, index, &vector, k, k + 1, |item| {
-        item != item_id && category.is_none_or(|c| catalog.in_category(item, c))
-    })
+    let items = search_filtered(
+        &state,
+        &catalog,
+        index,
+        &vector,
+        k,
+        [item_id.as_str()],
+        |item| item != item_id && category.is_none_or(|c| catalog.in_category(item, c)),
+    )
     .await?;
     Ok(web::Json(ItemsResponse {
         model_generation: catalog.generation,
@@ -801,8 +814,8 @@ async fn rank(
         (None, _) => (Source::Popular, None),
     };
     if let (Some(index), Some(query)) = (index, query) {
-        let fetch = k + exclude.len();
-        let items = search_filtered(state, catalog, index, &query, k, fetch, |item| {
+        let excluded = exclude.iter().copied();
+        let items = search_filtered(state, catalog, index, &query, k, excluded, |item| {
             !exclude.contains(item) && category.is_none_or(|c| catalog.in_category(item, c))
         })
         .await?;

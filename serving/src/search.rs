@@ -31,6 +31,7 @@ struct Job {
     index: Arc<ItemIndex>,
     query: Vec<f32>,
     k: usize,
+    exclude: Vec<u64>,
     reply: oneshot::Sender<Result<Vec<(u64, f32)>>>,
 }
 
@@ -69,12 +70,14 @@ impl SearchPool {
         })
     }
 
-    /// Top-`k` of `query` in `index`, searched inline or on the pool.
+    /// Top-`k` of `query` in `index` but for the rows in `exclude`, searched inline or
+    /// on the pool.
     pub async fn search(
         &self,
         index: &Arc<ItemIndex>,
         query: &[f32],
         k: usize,
+        exclude: &[u64],
     ) -> Result<Vec<(u64, f32)>> {
         let Some(tx) = &self.tx else {
             INLINE_SINGLE_THREADED.with(|set| {
@@ -83,7 +86,7 @@ impl SearchPool {
                 }
             });
             return index
-                .search(query, k)
+                .search_excluding(query, k, exclude)
                 .map_err(|e| ServingError::Internal(e.to_string()));
         };
         let (reply, answer) = oneshot::channel();
@@ -91,6 +94,7 @@ impl SearchPool {
             index: index.clone(),
             query: query.to_vec(),
             k,
+            exclude: exclude.to_vec(),
             reply,
         }) {
             Ok(()) => {}
@@ -128,7 +132,7 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
         };
         let result = job
             .index
-            .search(&job.query, job.k)
+            .search_excluding(&job.query, job.k, &job.exclude)
             .map_err(|e| ServingError::Internal(e.to_string()));
         // The requester may have gone away (client disconnected): nothing to do.
         let _ = job.reply.send(result);
@@ -151,12 +155,17 @@ mod tests {
         for threads in [2, 0] {
             let pool = SearchPool::new(threads, 16).unwrap();
             assert_eq!(pool.tx.is_some(), threads > 0);
-            let hits = pool.search(&index(), &[1.0, 0.0], 3).await.unwrap();
+            let hits = pool.search(&index(), &[1.0, 0.0], 3, &[]).await.unwrap();
             assert_eq!(
                 hits.iter().map(|h| h.0).collect::<Vec<_>>(),
                 vec![99, 98, 97]
             );
-            let err = pool.search(&index(), &[1.0], 3).await.unwrap_err();
+            let hits = pool.search(&index(), &[1.0, 0.0], 3, &[98]).await.unwrap();
+            assert_eq!(
+                hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+                vec![99, 97, 96]
+            );
+            let err = pool.search(&index(), &[1.0], 3, &[]).await.unwrap_err();
             assert!(err.to_string().contains("dimension"), "{err}");
         }
     }
@@ -170,8 +179,8 @@ mod tests {
             threads: 1,
         };
         let (a, b) = (index(), index());
-        let first = pool.search(&a, &[1.0, 0.0], 1);
-        let second = pool.search(&b, &[1.0, 0.0], 1);
+        let first = pool.search(&a, &[1.0, 0.0], 1, &[]);
+        let second = pool.search(&b, &[1.0, 0.0], 1, &[]);
         let (first, second) = tokio::join!(
             async { tokio::time::timeout(std::time::Duration::from_millis(50), first).await },
             second
