@@ -206,3 +206,37 @@ fn every_thread_reconnects_after_redis_returns() {
         }
     }
 }
+
+/// A publish of 1,000 users with 500 history items each (one pipeline of about half a
+/// million commands) gets the sink's own 5 s budget. redis-rs's default reply timeout of
+/// 500 ms used to cut it short ("timed out") on the 2-core development machine.
+#[tokio::test]
+async fn a_large_publish_is_not_cut_short_by_the_clients_default_timeout() {
+    let redis = RedisServer::start();
+    let writer = RedisUserVectorSink::connect(&redis.url(), 3600, 500)
+        .await
+        .unwrap();
+    let updates: Vec<UserUpdate> = (0..1_000)
+        .map(|u| UserUpdate {
+            user_id: format!("u{u}"),
+            vector: vec![u as f32; 64],
+            new_items: (0..500).map(|j| format!("i{}", u * 7 + j)).collect(),
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    writer.publish(1, &updates).await.unwrap();
+    eprintln!(
+        "1,000 users x 500 items published in {:?}",
+        started.elapsed()
+    );
+    let reader = RedisUserVectorStore::connect(&redis.url(), std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let last = reader.get(1, "u999", 500).await.unwrap();
+    assert_eq!(last.recent.len(), 500);
+    assert_eq!(
+        last.recent[0],
+        format!("i{}", 999 * 7 + 499),
+        "newest first"
+    );
+}

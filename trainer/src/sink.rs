@@ -15,7 +15,7 @@ use recsys_schemas::contract::{
     ItemVectorMessage, POPULAR_KEY, PopularMessage, encode_vector, user_history_key,
     user_vector_key,
 };
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{Result, TrainerError};
 
@@ -74,14 +74,21 @@ impl RedisUserVectorSink {
             let tcp = info.tcp_settings().clone().set_nodelay(true);
             redis::Client::open(info.set_tcp_settings(tcp))?
         };
-        let conn = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
-            .await
-            .map_err(|_| TrainerError::Store(format!("connecting to {url} timed out")))??;
+        let timeout = Duration::from_secs(5);
+        // One budget per publish, ours: redis-rs's own default (500 ms per reply) cut
+        // a pipeline of 1,000 users with 500 history items each short.
+        let config = ConnectionManagerConfig::new().set_response_timeout(None);
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| TrainerError::Store(format!("connecting to {url} timed out")))??;
         Ok(Self {
             conn,
             ttl_s,
             history_len,
-            timeout: Duration::from_secs(5),
+            timeout,
         })
     }
 }
