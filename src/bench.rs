@@ -440,6 +440,9 @@ pub struct ServeBenchOptions {
     /// Passes over the rates (interleaved: every rate once, then again); each rate's
     /// figures are then the medians of its runs, which one noisy run cannot sway.
     pub repeat: u32,
+    /// Recent items of every user, all excluded from their recommendations (a heavy
+    /// user has up to `trainer.history_len`).
+    pub history: usize,
 }
 
 impl Default for ServeBenchOptions {
@@ -450,6 +453,7 @@ impl Default for ServeBenchOptions {
             dim: 64,
             rates: vec![1_000, 5_000],
             seconds: 10,
+            history: 5,
             connections: 8,
             generators: 0,
             seed: 7,
@@ -1208,6 +1212,11 @@ pub async fn serve(
         "--rate: give one or more rates above 0, got {:?}",
         opts.rates
     );
+    anyhow::ensure!(
+        opts.history <= 500 && opts.history < opts.items,
+        "--history: at most 500 (the recent items serving reads) and fewer than --items, got {}",
+        opts.history
+    );
     let dim = opts.dim;
     let redis = crate::redis_server::RedisServer::start();
     let redis_pid = redis.pid();
@@ -1243,7 +1252,7 @@ pub async fn serve(
         .map(|u| UserUpdate {
             user_id: format!("u{u}"),
             vector: users[u * dim..(u + 1) * dim].to_vec(),
-            new_items: (0..5)
+            new_items: (0..opts.history)
                 .map(|j| format!("i{}", (u * 7 + j) % opts.items))
                 .collect(),
         })

@@ -250,6 +250,9 @@ enum BenchCommand {
         /// Passes over the rates; each rate is then judged by the medians of its runs.
         #[arg(long, default_value_t = ServeBenchOptions::default().repeat)]
         repeat: u32,
+        /// Recent items of every user, all excluded from their recommendations.
+        #[arg(long, default_value_t = ServeBenchOptions::default().history)]
+        history: usize,
         #[arg(long)]
         json: bool,
     },
@@ -360,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
                     index,
                     generators,
                     repeat,
+                    history,
                     json,
                 },
         } => {
@@ -372,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
                     index,
                     generators,
                     repeat,
+                    history,
                     ..ServeBenchOptions::default()
                 },
                 cfg.serving.clone(),
