@@ -14,6 +14,8 @@ use faiss::selector::IdSelector;
 use faiss::{Idx, Index, MetricType, index_factory};
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::{EngineError, Result, mf::dot};
 
 /// How the index is built. Every field has a size-based default.
@@ -135,6 +137,10 @@ pub struct ItemIndex {
     /// Unique per state of the FAISS structure: a fresh value on every build, clone,
     /// read and write, so a cached GPU copy can tell it is stale.
     uid: u64,
+    /// Whether FAISS takes an id selector for this kind (false once it refused one:
+    /// plain PQ and LSH do); without, [`ItemIndex::search_excluding`] asks for the
+    /// excluded on top and drops them.
+    selectors: AtomicBool,
 }
 
 fn next_uid() -> u64 {
@@ -198,6 +204,7 @@ impl ItemIndex {
             live: 0,
             built_for: ids.len(),
             uid: next_uid(),
+            selectors: AtomicBool::new(true),
         };
         index.set_nprobe()?;
         index.upsert(ids, vectors)?;
@@ -272,6 +279,7 @@ impl ItemIndex {
             live: self.live,
             built_for: self.built_for,
             uid: next_uid(),
+            selectors: AtomicBool::new(true),
         })
     }
 
@@ -339,6 +347,7 @@ impl ItemIndex {
             live: 0,
             built_for,
             uid: next_uid(),
+            selectors: AtomicBool::new(true),
         };
         for (k, &id) in ids.iter().enumerate() {
             let s = id as usize * dim;
@@ -482,17 +491,15 @@ impl ItemIndex {
                 self.dim
             )));
         }
+        // The GPU copy takes no selector either.
         #[cfg(feature = "gpu")]
-        if gpu::queue().is_some() {
-            // The GPU copy takes no selector: ask for the excluded on top, drop them after.
-            return Ok(self
-                .search(query, k + exclude.len())?
-                .into_iter()
-                .filter(|(id, _)| !exclude.contains(id))
-                .take(k)
-                .collect());
+        let selectors = self.selectors.load(Ordering::Relaxed) && gpu::queue().is_none();
+        #[cfg(not(feature = "gpu"))]
+        let selectors = self.selectors.load(Ordering::Relaxed);
+        if !selectors {
+            return self.search_then_drop(query, k, exclude);
         }
-        KEEP.with(|keep| {
+        let kept = KEEP.with(|keep| {
             let mut keep = keep.borrow_mut();
             let bytes = self.present.len().div_ceil(8);
             if keep.len() < bytes {
@@ -511,12 +518,44 @@ impl ItemIndex {
             }
             let fetch = (k * self.rerank_factor).min(self.live - excluded_live);
             if fetch == 0 {
-                return Ok(Vec::new());
+                return Some(Vec::new());
             }
             let nprobe = self.factory.contains("IVF").then_some(self.nprobe);
-            let labels = search_shared_keeping(&self.inner, query, fetch, cleared.bits, nprobe)?;
-            Ok(self.rerank(query, &labels, k))
-        })
+            match search_shared_keeping(&self.inner, query, fetch, cleared.bits, nprobe) {
+                Ok(labels) => Some(self.rerank(query, &labels, k)),
+                Err(e) => {
+                    tracing::warn!(
+                        factory = %self.factory,
+                        error = %e,
+                        "FAISS takes no id selector for this index kind; excluded items are \
+                         asked for on top and dropped"
+                    );
+                    self.selectors.store(false, Ordering::Relaxed);
+                    None
+                }
+            }
+        });
+        match kept {
+            Some(hits) => Ok(hits),
+            None => self.search_then_drop(query, k, exclude),
+        }
+    }
+
+    /// `k` best of the `k + exclude.len()` best that are not in `exclude`: exclusion
+    /// without FAISS's help, at `(k + exclude.len()) · rerank_factor` candidates.
+    fn search_then_drop(
+        &self,
+        query: &[f32],
+        k: usize,
+        exclude: &[u64],
+    ) -> Result<Vec<(u64, f32)>> {
+        let exclude: std::collections::HashSet<u64> = exclude.iter().copied().collect();
+        Ok(self
+            .search(query, k + exclude.len())?
+            .into_iter()
+            .filter(|(id, _)| !exclude.contains(id))
+            .take(k)
+            .collect())
     }
 
     fn rerank(&self, query: &[f32], labels: &[i64], k: usize) -> Vec<(u64, f32)> {
@@ -1117,6 +1156,34 @@ mod tests {
                 "{factory}: recall@10 past 40 exclusions {recall}"
             );
         }
+    }
+
+    #[test]
+    fn kinds_without_selectors_exclude_by_dropping() {
+        let dim = 8;
+        let (data, queries) = clustered(2_000, dim, 10, 7);
+        let ids: Vec<u64> = (0..2_000).collect();
+        let cfg = IndexConfig {
+            factory: Some("IDMap2,PQ4".into()),
+            ..IndexConfig::default()
+        };
+        let index = ItemIndex::build(dim, &cfg, &ids, &data).unwrap();
+        let q = &queries[..dim];
+        assert!(
+            search_shared_keeping(&index.inner, q, 10, &[u8::MAX; 250], None).is_err(),
+            "plain PQ refuses a selector"
+        );
+        let exclude: Vec<u64> = index.search(q, 5).unwrap().iter().map(|x| x.0).collect();
+        for _ in 0..2 {
+            let got = index.search_excluding(q, 10, &exclude).unwrap();
+            assert_eq!(got.len(), 10);
+            assert!(got.iter().all(|x| !exclude.contains(&x.0)), "{got:?}");
+            assert_eq!(got, index.search_then_drop(q, 10, &exclude).unwrap());
+        }
+        assert!(
+            !index.selectors.load(Ordering::Relaxed),
+            "tried once, then remembered"
+        );
     }
 
     #[test]
