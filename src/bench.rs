@@ -1264,7 +1264,6 @@ pub async fn serve(
     let store =
         Arc::new(RedisUserVectorStore::connect(&redis.url(), Duration::from_millis(50)).await?);
     let snapshot = catalog.load();
-    anyhow::ensure!(snapshot.index.is_some(), "the catalog has no index");
     let (users, bare_store) = (Arc::new(users), store.clone());
     let bare = |pass: u32| {
         let (store, snapshot, users) = (bare_store.clone(), snapshot.clone(), users.clone());
