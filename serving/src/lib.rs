@@ -11,6 +11,7 @@ pub mod events;
 pub mod follow;
 pub mod limits;
 pub mod metrics;
+mod resp;
 pub mod search;
 pub mod store;
 

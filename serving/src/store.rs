@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use recsys_engine::store::{MemoryUserStore, UserRecord};
 use recsys_schemas::contract::{decode_vector, user_history_key, user_vector_key};
-use redis::aio::MultiplexedConnection;
+
+use crate::resp::{Conn, Failure};
 
 /// Why a lookup failed; every variant is served from a fallback, never as a 5xx.
 #[derive(Debug, thiserror::Error)]
@@ -33,21 +34,26 @@ pub trait UserVectorStore: Send + Sync {
     ) -> Result<UserRecord, StoreError>;
 }
 
-/// Reads `u:{gen}:{user}` and `h:{user}` in one round trip over a multiplexed connection
-/// of the calling thread's own.
+/// Reads `u:{gen}:{user}` and `h:{user}` in one round trip, over a connection of the
+/// calling thread's own that the lookup has to itself.
 ///
-/// Each thread that looks users up (an HTTP worker, in practice) opens its own connection
-/// on first use, so the connection's I/O runs on that worker's event loop: a lookup never
-/// crosses threads. With a shared pool the Redis driver ran on another thread, and every
-/// lookup cost two cross-thread wake-ups, which on a 2-core machine at 5,000 req/s were a
-/// visible share of the CPU. A connection that fails is dropped; the thread reconnects on
-/// a later lookup, at most once per `RECONNECT_AFTER`, and answers "unavailable" (a
-/// fallback, never a 5xx) in between without waiting. A thread's connections live as long
-/// as the thread (a dropped store leaves its idle connection there until then); the driver
-/// task of each runs on the event loop that opened it, so a thread must keep one event
+/// Each thread that looks users up (an HTTP worker, in practice) keeps a small pool of
+/// idle connections, opened on its own event loop as its concurrent lookups need them:
+/// a lookup takes one, writes its command from the request's own task the moment it
+/// asks, is woken by that socket when the answer arrives, and gives the connection
+/// back (see [`crate::resp`] for why not redis-rs's multiplexed connection). A lookup
+/// never crosses threads.
+///
+/// When an idle connection turns out broken, the thread drops all its idle ones (Redis
+/// likely restarted under every one of them) and the lookup tries once more on a new
+/// connection. When that fails too, or a new connection cannot be opened, the thread
+/// answers "unavailable" (a fallback, never a 5xx) without waiting until
+/// `RECONNECT_AFTER` has passed, then connects again. A thread's connections live as
+/// long as the thread (a dropped store leaves its idle connections there until then),
+/// and each belongs to the event loop that opened it, so a thread must keep one event
 /// loop for its lookups, as actix workers and tokio workers do.
 pub struct RedisUserVectorStore {
-    client: redis::Client,
+    info: redis::ConnectionInfo,
     /// Tells this store's connections from other stores' in the thread-local map.
     key: u64,
     timeout: Duration,
@@ -56,81 +62,75 @@ pub struct RedisUserVectorStore {
 /// How long a thread waits after a failed connection before it tries again.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
-/// A client whose connections send every command at once (`TCP_NODELAY`). redis-rs
-/// leaves Nagle's algorithm on by default, and a worker's connection carries the lookups
-/// of all its concurrent requests: with Nagle, a lookup written while an earlier one
-/// is unanswered waits in the kernel for that answer.
-fn client_without_nagle(url: &str) -> redis::RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo;
-    let info = url.into_connection_info()?;
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    redis::Client::open(info.set_tcp_settings(tcp))
-}
+/// Idle connections a thread keeps per store; more are closed when given back.
+const MAX_IDLE: usize = 64;
 
-enum Slot {
-    Up(MultiplexedConnection),
-    Down(Instant),
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Conn>,
+    down_since: Option<Instant>,
 }
 
 thread_local! {
-    static CONNECTIONS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<HashMap<u64, Pool>> = RefCell::new(HashMap::new());
 }
 
 impl RedisUserVectorStore {
     /// Checks that `url` answers (waiting at most 5 s); every later call gives up after
     /// `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        use redis::IntoConnectionInfo;
         static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
-        let client =
-            client_without_nagle(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable(format!("connecting to {url} timed out")))?
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let info = url
+            .into_connection_info()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The check's connection belongs to this event loop, which need not be one that
+        // looks users up: it is closed, not pooled.
+        tokio::time::timeout(Duration::from_secs(5), Conn::open(&info))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("connecting to {url} timed out")))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
-            client,
+            info,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             timeout,
         })
     }
 
-    fn set_slot(&self, slot: Slot) {
-        CONNECTIONS.with(|c| c.borrow_mut().insert(self.key, slot));
+    fn with_pool<T>(&self, f: impl FnOnce(&mut Pool) -> T) -> T {
+        POOLS.with(|pools| f(pools.borrow_mut().entry(self.key).or_default()))
     }
 
-    /// This thread's connection, opened if there is none (within the call timeout).
-    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
-        let slot = CONNECTIONS.with(|c| match c.borrow().get(&self.key) {
-            Some(Slot::Up(conn)) => Some(Ok(conn.clone())),
-            Some(Slot::Down(at)) => Some(Err(*at)),
-            None => None,
+    /// After a broken connection: every idle one is likely broken too.
+    fn mark_down(&self) {
+        self.with_pool(|pool| {
+            pool.idle.clear();
+            pool.down_since = Some(Instant::now());
         });
-        match slot {
-            Some(Ok(conn)) => return Ok(conn),
-            Some(Err(at)) if at.elapsed() < RECONNECT_AFTER => {
-                return Err(StoreError::Unavailable(
-                    "redis unreachable; reconnecting shortly".into(),
-                ));
-            }
-            _ => {}
+    }
+
+    /// An idle connection of this thread (and `true`), or a new one (within `timeout`).
+    async fn checkout(&self, timeout: Duration) -> Result<(Conn, bool), StoreError> {
+        let idle = self.with_pool(|pool| match pool.down_since {
+            Some(at) if at.elapsed() < RECONNECT_AFTER => Err(StoreError::Unavailable(
+                "redis unreachable; reconnecting shortly".into(),
+            )),
+            _ => Ok(pool.idle.pop()),
+        })?;
+        if let Some(conn) = idle {
+            return Ok((conn, true));
         }
-        let opened =
-            tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
-                .await;
-        match opened {
+        match tokio::time::timeout(timeout, Conn::open(&self.info)).await {
             Ok(Ok(conn)) => {
-                self.set_slot(Slot::Up(conn.clone()));
-                Ok(conn)
+                self.with_pool(|pool| pool.down_since = None);
+                Ok((conn, false))
             }
             Ok(Err(e)) => {
-                self.set_slot(Slot::Down(Instant::now()));
+                self.mark_down();
                 Err(StoreError::Unavailable(e.to_string()))
             }
             Err(_) => {
-                self.set_slot(Slot::Down(Instant::now()));
+                self.mark_down();
                 Err(StoreError::Unavailable(
                     "connecting to redis timed out".into(),
                 ))
@@ -148,27 +148,45 @@ impl UserVectorStore for RedisUserVectorStore {
         max_recent: usize,
     ) -> Result<UserRecord, StoreError> {
         let started = Instant::now();
-        let mut conn = self.conn().await?;
-        let mut pipe = redis::pipe();
-        pipe.get(user_vector_key(generation, user_id)).lrange(
+        let (vector_key, history_key) = (
+            user_vector_key(generation, user_id),
             user_history_key(user_id),
-            0,
-            max_recent as isize - 1,
         );
-        let left = self.timeout.saturating_sub(started.elapsed());
-        let (vector, recent): (Option<Vec<u8>>, Vec<String>) =
-            match tokio::time::timeout(left, pipe.query_async(&mut conn)).await {
+        let mut retried = false;
+        let (conn, (vector, recent)) = loop {
+            let (mut conn, pooled) = self
+                .checkout(self.timeout.saturating_sub(started.elapsed()))
+                .await?;
+            let left = self.timeout.saturating_sub(started.elapsed());
+            let answer =
+                tokio::time::timeout(left, conn.lookup(&vector_key, &history_key, max_recent))
+                    .await;
+            // A connection whose answer is abandoned or failed is dropped, never reused:
+            // its next read could be this answer.
+            match answer {
                 Err(_) => return Err(StoreError::Unavailable("redis call timed out".into())),
-                Ok(Err(e)) => {
-                    // A broken connection is replaced on a later call; a reply error
-                    // (say, a key of the wrong type) leaves it be.
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
-                        self.set_slot(Slot::Down(Instant::now()));
-                    }
+                // An idle connection that broke while it waited (Redis restarted, say)
+                // tells nothing of Redis now: the ones idle with it are dropped too, and
+                // the lookup tries once more on a new connection.
+                Ok(Err(Failure::Io(_))) if pooled && !retried => {
+                    self.with_pool(|pool| pool.idle.clear());
+                    retried = true;
+                }
+                Ok(Err(Failure::Io(e))) => {
+                    self.mark_down();
                     return Err(StoreError::Unavailable(e.to_string()));
                 }
-                Ok(Ok(reply)) => reply,
-            };
+                Ok(Err(e @ Failure::Reply(_))) => {
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
+                Ok(Ok(reply)) => break (conn, reply),
+            }
+        };
+        self.with_pool(|pool| {
+            if pool.idle.len() < MAX_IDLE {
+                pool.idle.push(conn);
+            }
+        });
         let vector = match vector {
             None => None,
             Some(bytes) => Some(decode_vector(&bytes).ok_or_else(|| {

@@ -240,3 +240,92 @@ async fn a_large_publish_is_not_cut_short_by_the_clients_default_timeout() {
         "newest first"
     );
 }
+
+/// A Redis that restarts while a worker is idle costs that worker no fallback: the first
+/// lookup after it finds its idle connection broken and reads over a new one at once.
+#[test]
+fn a_restart_while_idle_costs_no_fallback() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let url = redis.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let publish = |url: &str| {
+        rt.block_on(async {
+            RedisUserVectorSink::connect(url, 3600, 3)
+                .await
+                .unwrap()
+                .publish(
+                    1,
+                    &[UserUpdate {
+                        user_id: "alice".into(),
+                        vector: vec![1.0, 2.0],
+                        new_items: vec!["i1".into()],
+                    }],
+                )
+                .await
+                .unwrap();
+        })
+    };
+    publish(&url);
+    let reader = rt
+        .block_on(RedisUserVectorStore::connect(
+            &url,
+            std::time::Duration::from_millis(500),
+        ))
+        .unwrap();
+    let read = || rt.block_on(reader.get(1, "alice", 10));
+    assert_eq!(read().unwrap().recent, ["i1"], "a connection is now idle");
+    drop(redis);
+    let _redis = RedisServer::start_on(port);
+    publish(&url);
+    let again = read().expect("the broken idle connection is replaced within the lookup");
+    assert_eq!(
+        (again.vector, again.recent),
+        (Some(vec![1.0, 2.0]), vec!["i1".to_string()])
+    );
+}
+
+/// Lookups in flight together on one event loop (an HTTP worker's concurrent requests)
+/// each get their own user's answer, however their connections are shared out.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_lookups_on_one_thread_get_their_own_answers() {
+    let redis = RedisServer::start();
+    let writer = RedisUserVectorSink::connect(&redis.url(), 3600, 5)
+        .await
+        .unwrap();
+    let updates: Vec<UserUpdate> = (0..200)
+        .map(|u| UserUpdate {
+            user_id: format!("user{u}"),
+            vector: vec![u as f32; 3],
+            new_items: (0..(u % 4)).map(|i| format!("item{u}-{i}")).collect(),
+        })
+        .collect();
+    writer.publish(2, &updates).await.unwrap();
+    let reader = std::sync::Arc::new(
+        RedisUserVectorStore::connect(&redis.url(), std::time::Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    for round in 0..3 {
+        // Tasks of this one thread's event loop, all asking before any is answered.
+        let mut lookups = tokio::task::JoinSet::new();
+        for (u, update) in updates.iter().enumerate() {
+            let (reader, user) = (reader.clone(), update.user_id.clone());
+            lookups.spawn(async move { (u, reader.get(2, &user, 10).await) });
+        }
+        while let Some(joined) = lookups.join_next().await {
+            let (u, answer) = joined.unwrap();
+            let record = answer.unwrap();
+            let mut want = updates[u].new_items.clone();
+            want.reverse();
+            assert_eq!(
+                (record.vector, record.recent),
+                (Some(vec![u as f32; 3]), want),
+                "user {u}, round {round}"
+            );
+        }
+    }
+}
