@@ -29,9 +29,13 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                "--unixsocketperm",
+                "700",
                 "--dir",
             ])
             .arg(dir.path())
+            .arg("--unixsocket")
+            .arg(dir.path().join("redis.sock"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,6 +58,14 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The same server over its Unix socket.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "redis+unix://{}",
+            self._dir.path().join("redis.sock").display()
+        )
     }
 
     /// The redis-server process id.

@@ -329,3 +329,35 @@ async fn concurrent_lookups_on_one_thread_get_their_own_answers() {
         }
     }
 }
+
+/// `redis+unix://` URLs: serving reads a Redis on the same host over its Unix socket.
+#[tokio::test]
+async fn the_store_reads_over_a_unix_socket() {
+    let redis = RedisServer::start();
+    RedisUserVectorSink::connect(&redis.url(), 3600, 3)
+        .await
+        .unwrap()
+        .publish(
+            4,
+            &[UserUpdate {
+                user_id: "carol".into(),
+                vector: vec![0.5, -0.5],
+                new_items: vec!["x".into(), "y".into()],
+            }],
+        )
+        .await
+        .unwrap();
+    let url = redis.socket_url();
+    assert!(url.starts_with("redis+unix://"), "{url}");
+    let reader = RedisUserVectorStore::connect(&url, std::time::Duration::from_millis(500))
+        .await
+        .unwrap();
+    let record = reader.get(4, "carol", 10).await.unwrap();
+    assert_eq!(
+        (record.vector, record.recent),
+        (
+            Some(vec![0.5, -0.5]),
+            vec!["y".to_string(), "x".to_string()]
+        )
+    );
+}
