@@ -6,6 +6,26 @@ use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 
 use recsys::redis_server::RedisServer;
 
+/// One user's update as the trainer publishes it.
+fn update(user: &str, vector: &[f32], new_items: &[&str]) -> UserUpdate {
+    UserUpdate {
+        user_id: user.into(),
+        vector: vector.to_vec(),
+        new_items: new_items.iter().map(|item| item.to_string()).collect(),
+    }
+}
+
+/// Publishes `update` in `generation` through a sink of its own (histories capped at 3),
+/// as the trainer does.
+async fn publish_one(url: &str, generation: u64, update: UserUpdate) {
+    RedisUserVectorSink::connect(url, 3600, 3)
+        .await
+        .unwrap()
+        .publish(generation, &[update])
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn round_trip_generations_history_and_ttl() {
     let redis = RedisServer::start();
@@ -17,28 +37,12 @@ async fn round_trip_generations_history_and_ttl() {
         .unwrap();
 
     let v = vec![0.25f32, -1.5, 3.0e-7, 42.0];
-    writer
-        .publish(
-            7,
-            &[UserUpdate {
-                user_id: "alice".into(),
-                vector: v.clone(),
-                new_items: vec!["a".into(), "b".into()],
-            }],
-        )
-        .await
-        .unwrap();
-    writer
-        .publish(
-            7,
-            &[UserUpdate {
-                user_id: "alice".into(),
-                vector: v.clone(),
-                new_items: vec!["c".into(), "d".into()],
-            }],
-        )
-        .await
-        .unwrap();
+    for items in [["a", "b"], ["c", "d"]] {
+        writer
+            .publish(7, &[update("alice", &v, &items)])
+            .await
+            .unwrap();
+    }
 
     let rec = reader.get(7, "alice", 100).await.unwrap();
     assert_eq!(
@@ -57,14 +61,7 @@ async fn round_trip_generations_history_and_ttl() {
     );
     // A repeated item moves to the front instead of taking a second slot.
     writer
-        .publish(
-            7,
-            &[UserUpdate {
-                user_id: "alice".into(),
-                vector: vec![0.0; 4],
-                new_items: vec!["c".into(), "e".into(), "c".into()],
-            }],
-        )
+        .publish(7, &[update("alice", &[0.0; 4], &["c", "e", "c"])])
         .await
         .unwrap();
     assert_eq!(
@@ -146,23 +143,8 @@ fn every_thread_reconnects_after_redis_returns() {
         ))
         .unwrap(),
     );
-    let publish = |url: String| {
-        rt().block_on(async move {
-            RedisUserVectorSink::connect(&url, 3600, 3)
-                .await
-                .unwrap()
-                .publish(
-                    1,
-                    &[UserUpdate {
-                        user_id: "alice".into(),
-                        vector: vec![1.0, 2.0],
-                        new_items: vec![],
-                    }],
-                )
-                .await
-                .unwrap();
-        })
-    };
+    let publish =
+        |url: String| rt().block_on(publish_one(&url, 1, update("alice", &[1.0, 2.0], &[])));
     publish(url.clone());
     // Three "workers", each with its own event loop, like actix's.
     let workers: Vec<_> = (0..3)
@@ -252,23 +234,8 @@ fn a_restart_while_idle_costs_no_fallback() {
         .enable_all()
         .build()
         .unwrap();
-    let publish = |url: &str| {
-        rt.block_on(async {
-            RedisUserVectorSink::connect(url, 3600, 3)
-                .await
-                .unwrap()
-                .publish(
-                    1,
-                    &[UserUpdate {
-                        user_id: "alice".into(),
-                        vector: vec![1.0, 2.0],
-                        new_items: vec!["i1".into()],
-                    }],
-                )
-                .await
-                .unwrap();
-        })
-    };
+    let publish =
+        |url: &str| rt.block_on(publish_one(url, 1, update("alice", &[1.0, 2.0], &["i1"])));
     publish(&url);
     let reader = rt
         .block_on(RedisUserVectorStore::connect(
@@ -334,19 +301,7 @@ async fn concurrent_lookups_on_one_thread_get_their_own_answers() {
 #[tokio::test]
 async fn the_store_reads_over_a_unix_socket() {
     let redis = RedisServer::start();
-    RedisUserVectorSink::connect(&redis.url(), 3600, 3)
-        .await
-        .unwrap()
-        .publish(
-            4,
-            &[UserUpdate {
-                user_id: "carol".into(),
-                vector: vec![0.5, -0.5],
-                new_items: vec!["x".into(), "y".into()],
-            }],
-        )
-        .await
-        .unwrap();
+    publish_one(&redis.url(), 4, update("carol", &[0.5, -0.5], &["x", "y"])).await;
     let url = redis.socket_url();
     assert!(url.starts_with("redis+unix://"), "{url}");
     let reader = RedisUserVectorStore::connect(&url, std::time::Duration::from_millis(500))
