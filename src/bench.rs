@@ -798,7 +798,7 @@ fn bare_costs(
             Err(_) => {
                 failed += 1;
                 anyhow::ensure!(failed <= 50, "the bare Redis lookup failed {failed} times");
-                Vec::new()
+                Default::default()
             }
         };
         redis_ms.push(t.elapsed().as_secs_f64() * 1e3);

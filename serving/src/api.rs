@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::Service;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use recsys_engine::store::UserRecord;
+use recsys_engine::store::{Recent, UserRecord};
 use recsys_schemas::Event;
 use recsys_schemas::api::{ErrorBody, RecommendationResponse, ScoredItem, Source};
 use serde::{Deserialize, Serialize};
@@ -481,7 +481,7 @@ async fn recommend_one(
         record.recent.len() + extra_exclude.len(),
         Default::default(),
     );
-    exclude.extend(record.recent.iter().map(String::as_str));
+    exclude.extend(record.recent.iter());
     exclude.extend(extra_exclude.iter().map(String::as_str));
     let (source, items) = rank(
         state,
@@ -802,7 +802,7 @@ async fn rank(
     state: &AppState,
     catalog: &Catalog,
     vector: Option<Vec<f32>>,
-    recent: &[String],
+    recent: &Recent,
     exclude: &Exclude<'_>,
     k: usize,
     category: Option<&str>,
@@ -831,7 +831,7 @@ async fn rank(
 fn fold_in(
     catalog: &Catalog,
     index: &recsys_engine::index::ItemIndex,
-    recent: &[String],
+    recent: &Recent,
 ) -> Option<Vec<f32>> {
     let mut sum = vec![0.0f32; index.dim()];
     let mut n = 0usize;

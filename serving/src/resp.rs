@@ -11,6 +11,7 @@
 
 use std::io;
 
+use recsys_engine::store::Recent;
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -56,7 +57,7 @@ pub struct Conn {
 }
 
 /// A user's vector bytes (if the key exists) and history, newest first.
-pub type Lookup = (Option<Vec<u8>>, Vec<String>);
+pub type Lookup = (Option<Vec<u8>>, Recent);
 
 impl Conn {
     /// Connects to `info`'s address (TCP with `TCP_NODELAY`, or a Unix socket) and
@@ -241,7 +242,7 @@ fn parse_lookup(input: &[u8]) -> Result<Option<(Lookup, usize)>, String> {
     let count = usize::try_from(integer(digits)?.max(0)).map_err(|e| e.to_string())?;
     // The history's items are checked as they come; a count no reply this size could
     // hold is not trusted for the allocation.
-    let mut recent = Vec::with_capacity(count.min(input.len() / 4));
+    let mut recent = Recent::with_capacity(count.min(input.len() / 4), input.len() - at);
     for _ in 0..count {
         let Some((item, next)) = bulk(input, at)? else {
             return Ok(None);
@@ -249,8 +250,7 @@ fn parse_lookup(input: &[u8]) -> Result<Option<(Lookup, usize)>, String> {
         let item = item.ok_or("a nil item in a list")?;
         recent.push(
             std::str::from_utf8(item)
-                .map_err(|_| "a history item that is not UTF-8".to_string())?
-                .to_owned(),
+                .map_err(|_| "a history item that is not UTF-8".to_string())?,
         );
         at = next;
     }

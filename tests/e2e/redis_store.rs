@@ -217,8 +217,8 @@ async fn a_large_publish_is_not_cut_short_by_the_clients_default_timeout() {
     let last = reader.get(1, "u999", 500).await.unwrap();
     assert_eq!(last.recent.len(), 500);
     assert_eq!(
-        last.recent[0],
-        format!("i{}", 999 * 7 + 499),
+        last.recent.iter().next(),
+        Some(format!("i{}", 999 * 7 + 499).as_str()),
         "newest first"
     );
 }
@@ -249,10 +249,8 @@ fn a_restart_while_idle_costs_no_fallback() {
     let _redis = RedisServer::start_on(port);
     publish(&url);
     let again = read().expect("the broken idle connection is replaced within the lookup");
-    assert_eq!(
-        (again.vector, again.recent),
-        (Some(vec![1.0, 2.0]), vec!["i1".to_string()])
-    );
+    assert_eq!(again.vector, Some(vec![1.0, 2.0]));
+    assert_eq!(again.recent, ["i1"]);
 }
 
 /// Lookups in flight together on one event loop (an HTTP worker's concurrent requests)
@@ -289,10 +287,11 @@ async fn concurrent_lookups_on_one_thread_get_their_own_answers() {
             let mut want = updates[u].new_items.clone();
             want.reverse();
             assert_eq!(
-                (record.vector, record.recent),
-                (Some(vec![u as f32; 3]), want),
+                record.vector,
+                Some(vec![u as f32; 3]),
                 "user {u}, round {round}"
             );
+            assert_eq!(record.recent, want, "user {u}, round {round}");
         }
     }
 }
@@ -308,11 +307,6 @@ async fn the_store_reads_over_a_unix_socket() {
         .await
         .unwrap();
     let record = reader.get(4, "carol", 10).await.unwrap();
-    assert_eq!(
-        (record.vector, record.recent),
-        (
-            Some(vec![0.5, -0.5]),
-            vec!["y".to_string(), "x".to_string()]
-        )
-    );
+    assert_eq!(record.vector, Some(vec![0.5, -0.5]));
+    assert_eq!(record.recent, ["y", "x"]);
 }
