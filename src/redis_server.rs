@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -49,11 +49,7 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
+        Self { child, port, dir }
     }
 
     pub fn url(&self) -> String {
@@ -64,7 +60,7 @@ impl RedisServer {
     pub fn socket_url(&self) -> String {
         format!(
             "redis+unix://{}",
-            self._dir.path().join("redis.sock").display()
+            self.dir.path().join("redis.sock").display()
         )
     }
 

@@ -119,11 +119,20 @@ impl Conn {
         history_key: &str,
         max_recent: usize,
     ) -> Result<Lookup, Failure> {
-        let last = (max_recent as i64 - 1).to_string();
+        // `LRANGE key 0 -1` would be the whole list; `1 0` is an empty range.
+        let (first, last) = match max_recent {
+            0 => ("1".to_owned(), "0".to_owned()),
+            n => ("0".to_owned(), (n - 1).to_string()),
+        };
         command(&mut self.out, &[b"GET", vector_key.as_bytes()]);
         command(
             &mut self.out,
-            &[b"LRANGE", history_key.as_bytes(), b"0", last.as_bytes()],
+            &[
+                b"LRANGE",
+                history_key.as_bytes(),
+                first.as_bytes(),
+                last.as_bytes(),
+            ],
         );
         self.send().await?;
         self.receive(parse_lookup).await
@@ -171,9 +180,11 @@ impl Conn {
 
 /// Appends one command in RESP: an array of bulk strings.
 fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    use std::io::Write;
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "*{}\r\n", args.len());
     for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }

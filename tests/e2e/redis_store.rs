@@ -59,6 +59,10 @@ async fn round_trip_generations_history_and_ttl() {
         reader.get(7, "alice", 2).await.unwrap().recent,
         vec!["d", "c"]
     );
+    assert!(
+        reader.get(7, "alice", 0).await.unwrap().recent.is_empty(),
+        "none asked for, none read (LRANGE 0 -1 would be the whole list)"
+    );
     // A repeated item moves to the front instead of taking a second slot.
     writer
         .publish(7, &[update("alice", &[0.0; 4], &["c", "e", "c"])])
