@@ -46,14 +46,18 @@ unsafe extern "C" {
     );
 }
 
-/// An operand's layout from its (row, column) strides: `(transposed, leading dimension)`
-/// as column-major BLAS sees the buffer.
-fn layout((rs, cs): (usize, usize)) -> (bool, usize) {
-    if cs == 1 {
-        (false, rs)
+/// The layout of a `rows × cols` operand from its (row, column) strides: `(transposed,
+/// leading dimension)` as column-major BLAS sees the buffer. A single row or column has
+/// both strides 1, and then the layout is the one whose leading dimension BLAS accepts
+/// (at least the length of a stored row): with the first reading, a one-row Gᵀ of a
+/// batch with one distinct item had a leading dimension of 1, which BLAS refuses with a
+/// message and no result.
+fn layout((rs, cs): (usize, usize), rows: usize, cols: usize) -> (bool, usize) {
+    if cs == 1 && (rows == 1 || rs >= cols) {
+        (false, rs.max(cols).max(1))
     } else {
         assert_eq!(rs, 1, "an operand must have unit row or column stride");
-        (true, cs)
+        (true, cs.max(rows).max(1))
     }
 }
 
@@ -75,8 +79,8 @@ fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    let (lhs_t, lda) = layout(lhs_strides);
-    let (rhs_t, ldb) = layout(rhs_strides);
+    let (lhs_t, lda) = layout(lhs_strides, m, k);
+    let (rhs_t, ldb) = layout(rhs_strides, k, n);
     // Every element BLAS touches lies inside the slices.
     assert!(dst.len() >= m * n);
     if k > 0 {
@@ -356,6 +360,22 @@ mod tests {
         matmul(3, 3, 2, &mut c, &a, (1, 3), &a, (3, 1), 2.0);
         assert_eq!(c[0], 2.0 * (1.0 + 16.0));
         assert_eq!(c[5], 2.0 * (2.0 * 3.0 + 5.0 * 6.0));
+    }
+
+    #[test]
+    fn matmul_takes_a_single_row_or_column_whatever_its_strides() {
+        // Gᵀ·U of a batch of 3 events with one distinct item: Gᵀ is 1×3 with strides
+        // (1, 1), U is 3×2.
+        let g = [1.0, 2.0, 3.0];
+        let u = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
+        let mut c = [0.0; 2];
+        matmul(1, 2, 3, &mut c, &g, (1, 1), &u, (2, 1), 1.0);
+        assert_eq!(c, [14.0, 140.0]);
+        // G·I with one item: G is 3×1 with strides (1, 1), I is 1×2.
+        let i = [5.0, 7.0];
+        let mut c = [0.0; 6];
+        matmul(3, 2, 1, &mut c, &g, (1, 1), &i, (2, 1), 1.0);
+        assert_eq!(c, [5.0, 7.0, 10.0, 14.0, 15.0, 21.0]);
     }
 
     #[test]
