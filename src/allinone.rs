@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use anyhow::{Context, bail};
 use recsys_engine::device::autodiff_device;
 use recsys_engine::model::Model;
-use recsys_engine::store::MemoryUserStore;
+use recsys_index::store::MemoryUserStore;
 use recsys_serving::{
     AppState, CatalogHolder, FollowStatus, ItemFollower, KafkaEventSink, UserVectorStore,
 };
@@ -102,7 +101,7 @@ impl Pipeline {
         let gauges = stats.clone();
         let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?
             .with_events(Arc::new(events))
-            .with_gauges(Arc::new(move || trainer_gauges(&gauges)));
+            .with_gauges(Arc::new(move || recsys_trainer::metrics::gauges(&gauges)));
         let (server, addr) = recsys_serving::start(state)
             .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
         let server_handle = server.handle();
@@ -204,7 +203,7 @@ impl Pipeline {
     pub async fn run_until_signal(&mut self) -> anyhow::Result<()> {
         let trainer = self.trainer.as_mut().context("trainer already stopped")?;
         tokio::select! {
-            signal = crate::run::shutdown_signal() => signal?,
+            signal = recsys_serving::replica::shutdown_signal() => signal?,
             result = trainer => {
                 self.trainer = None;
                 result.context("trainer task")??;
@@ -225,56 +224,4 @@ impl Pipeline {
         self.follower.await??;
         Ok(())
     }
-}
-
-/// The trainer's figures as gauges for the all-in-one `/metrics`.
-pub fn trainer_gauges(s: &TrainerStats) -> Vec<(&'static str, &'static str, f64)> {
-    let (hr, ndcg) = s.prequential();
-    vec![
-        (
-            "recsys_trainer_events_trained",
-            "Events trained on since start.",
-            s.events_trained.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "recsys_trainer_events_dead_lettered",
-            "Malformed events sent to the dead-letter topic.",
-            s.events_rejected.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "recsys_trainer_batches_skipped",
-            "Batches skipped for a non-finite loss.",
-            s.batches_skipped.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "recsys_trainer_events_per_second",
-            "Events per second of training-step time.",
-            s.train_events_per_s(),
-        ),
-        (
-            "recsys_trainer_prequential_hit_rate_at_10",
-            "Prequential HitRate@10 over the sliding window.",
-            hr,
-        ),
-        (
-            "recsys_trainer_prequential_ndcg_at_10",
-            "Prequential NDCG@10 over the sliding window.",
-            ndcg,
-        ),
-        (
-            "recsys_trainer_prequential_scored",
-            "Events ranked by the prequential evaluation since start.",
-            s.prequential_scored.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "recsys_trainer_generation",
-            "Model generation the trainer evolves.",
-            s.generation.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "recsys_trainer_generation_switches",
-            "Generation switches followed since start (models/CURRENT flips).",
-            s.generation_switches.load(Ordering::Relaxed) as f64,
-        ),
-    ]
 }

@@ -1,20 +1,16 @@
-//! Layered configuration: compiled-in defaults, then a TOML file, then environment
-//! variables `RECSYS__SECTION__KEY=value`. Unknown keys are errors, and every section is
-//! validated at start-up with a message naming the key.
+//! The all-in-one configuration: every section of the file. Loading (defaults, then the
+//! TOML file, then `RECSYS__SECTION__KEY` variables) is `recsys_schemas::config`; each
+//! section is validated at start-up with a message naming the key.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use recsys_engine::device::Backend;
-use recsys_engine::index::IndexConfig;
 use recsys_engine::model::ModelConfig;
-use recsys_serving::ServingConfig;
+use recsys_index::IndexConfig;
+use recsys_serving::{ServingConfig, StoreConfig};
 use recsys_trainer::TrainerConfig;
 use serde::{Deserialize, Serialize};
-
-/// Prefix of configuration environment variables; `__` separates sections and the key,
-/// e.g. `RECSYS__SERVING__FOLLOW__SNAPSHOT_DIR`.
-pub const ENV_PREFIX: &str = "RECSYS__";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,14 +30,6 @@ pub struct ComputeConfig {
     pub backend: Backend,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Redis URL for user vectors and histories, e.g. `redis://127.0.0.1:6379`. Empty:
-    /// an in-memory store inside the process (all-in-one mode only).
-    pub redis_url: String,
-}
-
 impl Config {
     /// Defaults, overlaid by `file` (if given), overlaid by `RECSYS__*` variables from
     /// `env`, then validated.
@@ -49,41 +37,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut merged = match toml::Value::try_from(Config::default()).context("defaults")? {
-            toml::Value::Table(t) => t,
-            _ => bail!("defaults did not serialise to a table"),
-        };
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?;
-            let table: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("parsing config file {}", path.display()))?;
-            merge(&mut merged, table);
-        }
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            if path.len() < 2 || path.iter().any(String::is_empty) {
-                bail!("environment variable {name}: expected {ENV_PREFIX}SECTION__KEY");
-            }
-            let (key, sections) = path.split_last().unwrap_or((&path[0], &[]));
-            let mut table = &mut merged;
-            for section in sections {
-                let entry = table
-                    .entry(section.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                let Some(inner) = entry.as_table_mut() else {
-                    bail!("environment variable {name}: `{section}` is not a section");
-                };
-                table = inner;
-            }
-            table.insert(key.clone(), scalar(&value));
-        }
-        let cfg: Config = toml::Value::Table(merged)
-            .try_into()
-            .context("configuration")?;
+        let cfg: Config = recsys_schemas::config::load_layered(file, env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -101,31 +55,6 @@ impl Config {
             );
         }
         Ok(())
-    }
-}
-
-/// An environment value as TOML: numbers and booleans typed, anything else a string.
-fn scalar(raw: &str) -> toml::Value {
-    let probe = format!("v = {raw}");
-    match toml::from_str::<toml::Table>(&probe) {
-        Ok(mut t) => match t.remove("v") {
-            Some(
-                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
-            ) => v,
-            _ => toml::Value::String(raw.to_owned()),
-        },
-        Err(_) => toml::Value::String(raw.to_owned()),
-    }
-}
-
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(key, v);
-            }
-        }
     }
 }
 

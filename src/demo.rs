@@ -12,16 +12,16 @@ use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use recsys_engine::ids::IdMap;
 use recsys_engine::metrics::{Mean, recall_at_k};
 use recsys_engine::popularity::Popularity;
 use recsys_engine::synth::{SynthConfig, SynthData};
+use recsys_index::ids::IdMap;
 use serde::Serialize;
 
 use crate::allinone::{Pipeline, memory_store, topics};
 use crate::config::Config;
 use crate::embedded::EmbeddedKafka;
-use crate::http::HttpClient;
+use recsys_testkit::HttpClient;
 
 /// Scale of the demo.
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! - `recsys train`: the online trainer alone, writing user vectors to Redis and item
 //!   vectors to the `item-vectors` topic (and base snapshots to `trainer.snapshot_dir`);
 //! - `recsys serve`: one serving replica, reading user vectors from Redis and following
-//!   the `item-vectors` topic from the newest snapshot in `serving.follow.snapshot_dir`.
+//!   the `item-vectors` topic from the newest snapshot in `serving.follow.snapshot_dir`
+//!   (the same replica as the `recsys-serve` binary).
 //!
 //! Each stops gracefully on Ctrl-C or SIGTERM.
 
@@ -14,9 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use recsys_engine::device::autodiff_device;
 use recsys_engine::model::Model;
-use recsys_serving::{
-    AppState, CatalogHolder, ItemFollower, KafkaEventSink, RedisUserVectorStore, UserVectorStore,
-};
+use recsys_serving::replica::{Replica, shutdown_signal};
+use recsys_serving::{RedisUserVectorStore, UserVectorStore};
 use recsys_trainer::OnlineTrainer;
 use recsys_trainer::sink::{KafkaItemVectorSink, RedisUserVectorSink, UserVectorSink};
 use tokio_util::sync::CancellationToken;
@@ -24,21 +24,6 @@ use tracing::info;
 
 use crate::allinone::{Pipeline, memory_store};
 use crate::config::Config;
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
-}
 
 fn require_redis<'a>(cfg: &'a Config, command: &str) -> anyhow::Result<&'a str> {
     if cfg.store.redis_url.is_empty() {
@@ -50,6 +35,7 @@ fn require_redis<'a>(cfg: &'a Config, command: &str) -> anyhow::Result<&'a str> 
     Ok(&cfg.store.redis_url)
 }
 
+/// The trainer's half of the Redis user store.
 pub async fn redis_writer(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorSink>> {
     let writer =
         RedisUserVectorSink::connect(url, cfg.trainer.user_vector_ttl_s, cfg.trainer.history_len)
@@ -112,44 +98,17 @@ pub async fn train(cfg: Config) -> anyhow::Result<()> {
 }
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let url = require_redis(&cfg, "serve")?;
-    let reader = redis_reader(&cfg, url).await?;
-    let mut follow_cfg = cfg.serving.follow.clone();
-    if follow_cfg.brokers.is_empty() {
-        follow_cfg.brokers = cfg.trainer.brokers.clone();
+    require_redis(&cfg, "serve")?;
+    let mut serving = cfg.serving.clone();
+    if serving.follow.brokers.is_empty() {
+        serving.follow.brokers = cfg.trainer.brokers.clone();
     }
-    let catalog = Arc::new(CatalogHolder::new(
-        cfg.serving.generation,
-        cfg.index.clone(),
-    ));
-    let follow_brokers = follow_cfg.brokers.clone();
-    let follower = ItemFollower::new(follow_cfg, cfg.serving.generation, catalog.clone())?;
-    let follow = follower.status();
-    let cancel = CancellationToken::new();
-    let mut follower = tokio::spawn(follower.run(cancel.clone()));
-    let events = KafkaEventSink::new(&follow_brokers, &cfg.serving.events_topic)
-        .map_err(anyhow::Error::msg)?;
-    let state =
-        AppState::new(catalog, reader, cfg.serving.clone(), follow)?.with_events(Arc::new(events));
-    let (server, addr) = recsys_serving::start(state)
-        .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
-    let handle = server.handle();
-    let mut server = tokio::spawn(server);
-    info!(%addr, "serving replica running");
-    tokio::select! {
-        r = shutdown_signal() => r?,
-        done = &mut follower => {
-            done.context("follower task")??;
-            bail!("item follower stopped");
-        }
-        done = &mut server => {
-            done.context("server task")??;
-            bail!("HTTP server stopped");
-        }
+    Replica {
+        serving,
+        index: cfg.index.clone(),
+        redis_url: cfg.store.redis_url.clone(),
     }
-    info!("shutting down: draining HTTP");
-    handle.stop(true).await;
-    cancel.cancel();
-    follower.await.context("follower task")??;
+    .run(shutdown_signal())
+    .await?;
     Ok(())
 }

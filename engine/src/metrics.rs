@@ -1,4 +1,4 @@
-//! Ranking metrics over full rankings (no sampled negatives, see DESIGN §5).
+//! Ranking metrics over full rankings (no sampled negatives, see docs/DESIGN.md §5).
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -45,7 +45,7 @@ impl Mean {
 }
 
 /// Prequential (test-then-train) HitRate@k and NDCG@k over a sliding window of the last
-/// `window` scored events (DESIGN §5, streaming).
+/// `window` scored events (docs/DESIGN.md §5, streaming).
 #[derive(Debug, Clone)]
 pub struct Prequential {
     k: usize,
@@ -114,10 +114,10 @@ impl Prequential {
 /// 0-based rank of `target` among `items` (row-major, `dim` wide) by dot product with
 /// `query`: the items scoring strictly higher.
 pub fn rank_of(query: &[f32], items: &[f32], dim: usize, target: usize) -> usize {
-    let t = crate::mf::dot(query, &items[target * dim..(target + 1) * dim]);
+    let t = recsys_index::vector::dot(query, &items[target * dim..(target + 1) * dim]);
     items
         .chunks_exact(dim)
-        .filter(|v| crate::mf::dot(query, v) > t)
+        .filter(|v| recsys_index::vector::dot(query, v) > t)
         .count()
 }
 

@@ -4,11 +4,11 @@ use burn::tensor::Device;
 use recsys_schemas::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Expired, IdMap};
 use crate::metrics::rank_of;
 use crate::mf::{MfConfig, MfModel, StepStats};
 use crate::two_tower::{TwoTowerConfig, TwoTowerModel};
 use crate::{EngineError, Result};
+use recsys_index::ids::{Expired, IdMap};
 
 /// Which model to train.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

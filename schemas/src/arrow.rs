@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::Event;
+use crate::{Event, Result, SchemaError};
 
 /// Column layout of events: one row per event, `ts` as UTC milliseconds.
 pub fn event_schema() -> SchemaRef {
@@ -25,7 +25,7 @@ pub fn event_schema() -> SchemaRef {
 }
 
 /// Converts events to one record batch in [`event_schema`].
-pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
+pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch> {
     let strings = |f: fn(&Event) -> &str| -> ArrayRef {
         Arc::new(events.iter().map(|e| Some(f(e))).collect::<StringArray>())
     };
@@ -45,7 +45,7 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
                 .collect::<StringArray>(),
         ),
     ];
-    RecordBatch::try_new(event_schema(), columns)
+    Ok(RecordBatch::try_new(event_schema(), columns)?)
 }
 
 /// Reads events back from a record batch. Columns are found by name, so files with
@@ -53,7 +53,11 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
 /// required, `kind`, `weight`, `ts` (milliseconds, timestamp or int64) and `event_id`
 /// are optional (defaults as for JSON events). Rows are validated like JSON events; the
 /// error names the row and field.
-pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, String> {
+pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>> {
+    read_batch(batch).map_err(SchemaError::Arrow)
+}
+
+fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<Event>, String> {
     use arrow_array::{Array, Int64Array, LargeStringArray};
     let strings = |name: &str| -> Result<Option<Vec<Option<String>>>, String> {
         let Some(col) = batch.column_by_name(name) else {

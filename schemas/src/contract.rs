@@ -2,6 +2,8 @@
 //! byte encoding of vectors. The trainer writes these, serving reads them; both import them
 //! from here so the two halves cannot drift apart.
 
+use crate::{Result, SchemaError};
+
 /// Interaction events, JSON, key = user id.
 pub const EVENTS_TOPIC: &str = "events";
 /// Item metadata ([`crate::ItemMeta`]), JSON, key = item id.
@@ -35,19 +37,6 @@ pub struct ItemVectorMessage {
     pub vector: Vec<f32>,
 }
 
-/// Why an item-vector message could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ItemVectorDecodeError {
-    #[error("item-vector message of {0} bytes is shorter than its 21-byte header")]
-    Short(usize),
-    #[error("item-vector message has format version {0}, this build reads version 1")]
-    Version(u8),
-    #[error("item-vector message says dimension {dim} but carries {bytes} vector bytes")]
-    Length { dim: usize, bytes: usize },
-    #[error("item-vector message holds a non-finite value")]
-    NonFinite,
-}
-
 impl ItemVectorMessage {
     const VERSION: u8 = 1;
     const HEADER: usize = 1 + 8 + 8 + 4;
@@ -64,12 +53,12 @@ impl ItemVectorMessage {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, ItemVectorDecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < Self::HEADER {
-            return Err(ItemVectorDecodeError::Short(bytes.len()));
+            return Err(SchemaError::ItemVectorShort(bytes.len()));
         }
         if bytes[0] != Self::VERSION {
-            return Err(ItemVectorDecodeError::Version(bytes[0]));
+            return Err(SchemaError::ItemVectorVersion(bytes[0]));
         }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
@@ -81,14 +70,14 @@ impl ItemVectorMessage {
         let dim = u32::from_le_bytes([bytes[17], bytes[18], bytes[19], bytes[20]]) as usize;
         let body = &bytes[Self::HEADER..];
         if body.len() != dim * 4 {
-            return Err(ItemVectorDecodeError::Length {
+            return Err(SchemaError::ItemVectorLength {
                 dim,
                 bytes: body.len(),
             });
         }
         let vector = decode_vector(body).unwrap_or_default();
         if vector.iter().any(|x| !x.is_finite()) {
-            return Err(ItemVectorDecodeError::NonFinite);
+            return Err(SchemaError::ItemVectorNonFinite);
         }
         Ok(Self {
             generation,
@@ -151,17 +140,17 @@ mod tests {
         assert_eq!(ItemVectorMessage::decode(&bytes).unwrap(), m);
         assert_eq!(
             ItemVectorMessage::decode(&bytes[..20]),
-            Err(ItemVectorDecodeError::Short(20))
+            Err(SchemaError::ItemVectorShort(20))
         );
         assert_eq!(
             ItemVectorMessage::decode(&bytes[..bytes.len() - 1]),
-            Err(ItemVectorDecodeError::Length { dim: 3, bytes: 11 })
+            Err(SchemaError::ItemVectorLength { dim: 3, bytes: 11 })
         );
         let mut v2 = bytes.clone();
         v2[0] = 2;
         assert_eq!(
             ItemVectorMessage::decode(&v2),
-            Err(ItemVectorDecodeError::Version(2))
+            Err(SchemaError::ItemVectorVersion(2))
         );
         let nan = ItemVectorMessage {
             vector: vec![f32::NAN],
@@ -169,7 +158,7 @@ mod tests {
         };
         assert_eq!(
             ItemVectorMessage::decode(&nan.encode()),
-            Err(ItemVectorDecodeError::NonFinite)
+            Err(SchemaError::ItemVectorNonFinite)
         );
     }
 }

@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::{Result, SchemaError};
+
 /// Longest user or item id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest `kind` and `event_id`, in bytes.
@@ -27,34 +29,6 @@ pub struct Event {
     pub event_id: Option<String>,
 }
 
-/// Why an event was rejected. `field` names the offending JSON key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventError {
-    #[error("event is not valid JSON: {0}")]
-    Json(String),
-    #[error("event must be a JSON object")]
-    NotAnObject,
-    #[error("field `{field}`: {reason}")]
-    Field { field: &'static str, reason: String },
-}
-
-impl EventError {
-    pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Field {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The JSON key the error is about, if it is about one.
-    pub fn field_name(&self) -> Option<&'static str> {
-        match self {
-            Self::Field { field, .. } => Some(field),
-            _ => None,
-        }
-    }
-}
-
 /// Weight of an event whose producer gave none: stronger signals for stronger actions.
 pub fn default_weight(kind: &str) -> f32 {
     match kind {
@@ -68,57 +42,57 @@ pub fn default_weight(kind: &str) -> f32 {
 impl Event {
     /// Parses and validates one event. `default_ts` (ms) is used when the event carries no
     /// `ts`: for Kafka messages the message timestamp, for HTTP the time of receipt.
-    pub fn from_json(bytes: &[u8], default_ts: i64) -> Result<Self, EventError> {
+    pub fn from_json(bytes: &[u8], default_ts: i64) -> Result<Self> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Json(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| SchemaError::Json(e.to_string()))?;
         match value {
             Value::Object(map) => Self::from_map(&map, default_ts),
-            _ => Err(EventError::NotAnObject),
+            _ => Err(SchemaError::NotAnObject),
         }
     }
 
     /// Validates an already-parsed JSON object (unknown keys are ignored).
-    pub fn from_map(map: &Map<String, Value>, default_ts: i64) -> Result<Self, EventError> {
+    pub fn from_map(map: &Map<String, Value>, default_ts: i64) -> Result<Self> {
         let user_id = id_field(map, "user_id")?;
         let item_id = id_field(map, "item_id")?;
         let kind = match map.get("kind") {
             None | Some(Value::Null) => "interaction".to_owned(),
             Some(Value::String(s)) => tag(s, "kind")?,
-            Some(_) => return Err(EventError::field("kind", "must be a string")),
+            Some(_) => return Err(SchemaError::field("kind", "must be a string")),
         };
         let weight = match map.get("weight") {
             None | Some(Value::Null) => default_weight(&kind),
             Some(Value::Number(n)) => {
                 let w = n
                     .as_f64()
-                    .ok_or_else(|| EventError::field("weight", "must be a number"))?;
+                    .ok_or_else(|| SchemaError::field("weight", "must be a number"))?;
                 let w32 = w as f32;
                 if !w.is_finite() || !w32.is_finite() {
-                    return Err(EventError::field("weight", "must be a finite number"));
+                    return Err(SchemaError::field("weight", "must be a finite number"));
                 }
                 w32
             }
-            Some(_) => return Err(EventError::field("weight", "must be a number")),
+            Some(_) => return Err(SchemaError::field("weight", "must be a number")),
         };
         let ts = match map.get("ts") {
             None | Some(Value::Null) => default_ts,
             Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-                EventError::field("ts", "must be an integer (milliseconds since the epoch)")
+                SchemaError::field("ts", "must be an integer (milliseconds since the epoch)")
             })?,
             Some(_) => {
-                return Err(EventError::field(
+                return Err(SchemaError::field(
                     "ts",
                     "must be an integer (milliseconds since the epoch)",
                 ));
             }
         };
         if ts < 0 {
-            return Err(EventError::field("ts", "must not be negative"));
+            return Err(SchemaError::field("ts", "must not be negative"));
         }
         let event_id = match map.get("event_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(tag(s, "event_id")?),
-            Some(_) => return Err(EventError::field("event_id", "must be a string")),
+            Some(_) => return Err(SchemaError::field("event_id", "must be a string")),
         };
         Ok(Self {
             user_id,
@@ -131,14 +105,14 @@ impl Event {
     }
 
     /// Validates a constructed event (for events built in code rather than parsed).
-    pub fn validate(&self) -> Result<(), EventError> {
+    pub fn validate(&self) -> Result<()> {
         check_id(&self.user_id, "user_id")?;
         check_id(&self.item_id, "item_id")?;
         if !self.weight.is_finite() {
-            return Err(EventError::field("weight", "must be a finite number"));
+            return Err(SchemaError::field("weight", "must be a finite number"));
         }
         if self.ts < 0 {
-            return Err(EventError::field("ts", "must not be negative"));
+            return Err(SchemaError::field("ts", "must not be negative"));
         }
         Ok(())
     }
@@ -149,26 +123,23 @@ impl Event {
     }
 }
 
-pub(crate) fn id_field(
-    map: &Map<String, Value>,
-    field: &'static str,
-) -> Result<String, EventError> {
+pub(crate) fn id_field(map: &Map<String, Value>, field: &'static str) -> Result<String> {
     match map.get(field) {
-        None | Some(Value::Null) => Err(EventError::field(field, "is required")),
+        None | Some(Value::Null) => Err(SchemaError::field(field, "is required")),
         Some(Value::String(s)) => {
             check_id(s, field)?;
             Ok(s.clone())
         }
-        Some(_) => Err(EventError::field(field, "must be a string")),
+        Some(_) => Err(SchemaError::field(field, "must be a string")),
     }
 }
 
-fn check_id(id: &str, field: &'static str) -> Result<(), EventError> {
+fn check_id(id: &str, field: &'static str) -> Result<()> {
     if id.is_empty() {
-        return Err(EventError::field(field, "must not be empty"));
+        return Err(SchemaError::field(field, "must not be empty"));
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(EventError::field(
+        return Err(SchemaError::field(
             field,
             format!("is {} bytes, longer than {MAX_ID_BYTES}", id.len()),
         ));
@@ -176,9 +147,9 @@ fn check_id(id: &str, field: &'static str) -> Result<(), EventError> {
     Ok(())
 }
 
-pub(crate) fn tag(s: &str, field: &'static str) -> Result<String, EventError> {
+pub(crate) fn tag(s: &str, field: &'static str) -> Result<String> {
     if s.is_empty() || s.len() > MAX_TAG_BYTES {
-        return Err(EventError::field(
+        return Err(SchemaError::field(
             field,
             format!("must be 1..={MAX_TAG_BYTES} bytes"),
         ));
@@ -190,7 +161,7 @@ pub(crate) fn tag(s: &str, field: &'static str) -> Result<String, EventError> {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Event, EventError> {
+    fn parse(s: &str) -> Result<Event> {
         Event::from_json(s.as_bytes(), 1_000)
     }
 
@@ -274,8 +245,8 @@ mod tests {
     #[test]
     fn rejects_ids_of_wrong_type_and_non_objects() {
         assert_eq!(field_of(r#"{"user_id":7,"item_id":"i"}"#), "user_id");
-        assert_eq!(parse("[1]").unwrap_err(), EventError::NotAnObject);
-        assert!(matches!(parse("{nope"), Err(EventError::Json(_))));
+        assert_eq!(parse("[1]").unwrap_err(), SchemaError::NotAnObject);
+        assert!(matches!(parse("{nope"), Err(SchemaError::Json(_))));
     }
 
     #[test]

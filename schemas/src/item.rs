@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::event::{EventError, id_field, tag};
+use crate::event::{id_field, tag};
+use crate::{Result, SchemaError};
 
 /// Most categories one item may carry.
 pub const MAX_CATEGORIES: usize = 64;
@@ -25,22 +26,22 @@ pub struct ItemMeta {
 
 impl ItemMeta {
     /// Parses and validates one message; errors name the field, as for events.
-    pub fn from_json(bytes: &[u8], default_ts: i64) -> Result<Self, EventError> {
+    pub fn from_json(bytes: &[u8], default_ts: i64) -> Result<Self> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Json(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| SchemaError::Json(e.to_string()))?;
         let Value::Object(map) = value else {
-            return Err(EventError::NotAnObject);
+            return Err(SchemaError::NotAnObject);
         };
         Self::from_map(&map, default_ts)
     }
 
-    pub fn from_map(map: &Map<String, Value>, default_ts: i64) -> Result<Self, EventError> {
+    pub fn from_map(map: &Map<String, Value>, default_ts: i64) -> Result<Self> {
         let item_id = id_field(map, "item_id")?;
         let categories = match map.get("categories") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => {
                 if list.len() > MAX_CATEGORIES {
-                    return Err(EventError::field(
+                    return Err(SchemaError::field(
                         "categories",
                         format!("has {} entries, more than {MAX_CATEGORIES}", list.len()),
                     ));
@@ -48,12 +49,12 @@ impl ItemMeta {
                 list.iter()
                     .map(|c| match c {
                         Value::String(s) => tag(s, "categories"),
-                        _ => Err(EventError::field("categories", "must be strings")),
+                        _ => Err(SchemaError::field("categories", "must be strings")),
                     })
                     .collect::<Result<_, _>>()?
             }
             Some(_) => {
-                return Err(EventError::field(
+                return Err(SchemaError::field(
                     "categories",
                     "must be an array of strings",
                 ));
@@ -62,15 +63,15 @@ impl ItemMeta {
         let hidden = match map.get("hidden") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(EventError::field("hidden", "must be true or false")),
+            Some(_) => return Err(SchemaError::field("hidden", "must be true or false")),
         };
         let ts = match map.get("ts") {
             None | Some(Value::Null) => default_ts,
             Some(Value::Number(n)) => n.as_i64().filter(|t| *t >= 0).ok_or_else(|| {
-                EventError::field("ts", "must be a non-negative integer (ms since the epoch)")
+                SchemaError::field("ts", "must be a non-negative integer (ms since the epoch)")
             })?,
             Some(_) => {
-                return Err(EventError::field(
+                return Err(SchemaError::field(
                     "ts",
                     "must be a non-negative integer (ms since the epoch)",
                 ));
@@ -137,7 +138,7 @@ mod tests {
         assert_eq!(field_of(r#"{"item_id":"i","ts":1.5}"#), Some("ts"));
         assert!(matches!(
             ItemMeta::from_json(b"[]", 0),
-            Err(EventError::NotAnObject)
+            Err(SchemaError::NotAnObject)
         ));
     }
 }

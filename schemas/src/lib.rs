@@ -1,12 +1,16 @@
 //! Data contracts of recsys: the interaction event and its validation, its Arrow schema,
-//! the HTTP bodies, and the names and encodings shared by trainer and serving.
-//! Knows nothing of Kafka, Redis or HTTP libraries.
+//! the HTTP bodies, the names and encodings shared by trainer and serving, and the
+//! layered configuration file every process reads. Knows nothing of Kafka, Redis or HTTP
+//! libraries.
 
 pub mod api;
 pub mod arrow;
+pub mod config;
 pub mod contract;
+mod error;
 pub mod event;
 pub mod item;
 
-pub use event::{Event, EventError};
+pub use error::{Result, SchemaError};
+pub use event::Event;
 pub use item::ItemMeta;

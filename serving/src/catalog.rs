@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use recsys_engine::ids::IdMap;
-use recsys_engine::index::{IndexConfig, ItemIndex};
+use recsys_index::ids::IdMap;
+use recsys_index::{IndexConfig, ItemIndex};
 
 use crate::{Result, ServingError};
 
@@ -126,7 +126,7 @@ impl CatalogHolder {
             .iter()
             .filter_map(|item| ids.get(item).map(u64::from))
             .collect();
-        let internal = |e: recsys_engine::EngineError| ServingError::Internal(e.to_string());
+        let internal = |e: recsys_index::IndexError| ServingError::Internal(e.to_string());
         let grown_past = |old: &ItemIndex| {
             let added = batch_ids.iter().filter(|&&id| !old.contains(id)).count();
             (old.len() + added) as f64 > self.rebuild_growth * old.built_for().max(1) as f64

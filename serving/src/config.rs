@@ -1,4 +1,5 @@
-//! Serving settings (the `[serving]` section of the config file).
+//! Serving settings: the `[serving]` section of the config file, and `[store]`, where
+//! user vectors live.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,15 @@ impl Default for ServingConfig {
             follow: FollowConfig::default(),
         }
     }
+}
+
+/// The `[store]` section: where user vectors and recent items live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Redis URL for user vectors and histories, e.g. `redis://127.0.0.1:6379`. Empty:
+    /// an in-memory store inside the process (all-in-one mode only).
+    pub redis_url: String,
 }
 
 impl ServingConfig {

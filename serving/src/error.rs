@@ -29,6 +29,13 @@ pub enum ServingError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The user store is unreachable or slow. Requests are answered from the fallbacks
+    /// instead, never with this error.
+    #[error("store unreachable: {0}")]
+    StoreUnavailable(String),
+    /// A stored user vector could not be decoded (answered from the fallbacks too).
+    #[error("stored vector is corrupt: {0}")]
+    StoreCorrupt(String),
 }
 
 impl ResponseError for ServingError {
@@ -40,8 +47,10 @@ impl ResponseError for ServingError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Config(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Config(_) | Self::Internal(_) | Self::StoreCorrupt(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 

@@ -7,10 +7,13 @@ use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::{Result, ServingError};
+
 #[async_trait]
 pub trait EventSink: Send + Sync {
-    /// Sends `(key, payload)` messages and waits until each is acknowledged.
-    async fn send(&self, messages: Vec<(String, Vec<u8>)>) -> Result<(), String>;
+    /// Sends `(key, payload)` messages and waits until each is acknowledged; fails with
+    /// [`ServingError::Unavailable`] naming the topic and the cause.
+    async fn send(&self, messages: Vec<(String, Vec<u8>)>) -> Result<()>;
 }
 
 pub struct KafkaEventSink {
@@ -19,13 +22,13 @@ pub struct KafkaEventSink {
 }
 
 impl KafkaEventSink {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, String> {
+    pub fn new(brokers: &str, topic: &str) -> Result<Self> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("message.timeout.ms", "5000")
             .set("linger.ms", "2")
             .create()
-            .map_err(|e| format!("kafka producer: {e}"))?;
+            .map_err(|e| ServingError::Config(format!("kafka producer: {e}")))?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -35,7 +38,7 @@ impl KafkaEventSink {
 
 #[async_trait]
 impl EventSink for KafkaEventSink {
-    async fn send(&self, messages: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    async fn send(&self, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
         let sends = messages.iter().map(|(key, payload)| {
             self.producer.send(
                 FutureRecord::to(&self.topic).key(key).payload(payload),
@@ -43,7 +46,9 @@ impl EventSink for KafkaEventSink {
             )
         });
         for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| format!("producing to {}: {e}", self.topic))?;
+            result.map_err(|(e, _)| {
+                ServingError::Unavailable(format!("producing to {}: {e}", self.topic))
+            })?;
         }
         Ok(())
     }

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use recsys_schemas::api::Source;
 
+use crate::catalog::Catalog;
+use crate::follow::FollowStatus;
+
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -283,6 +286,55 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `(name, help, value)` of a gauge computed when `/metrics` is scraped.
+pub type Gauge = (&'static str, &'static str, f64);
+
+/// The catalog's and the item follower's gauges, read when `/metrics` is scraped.
+pub fn catalog_gauges(catalog: &Catalog, f: &FollowStatus) -> Vec<Gauge> {
+    vec![
+        (
+            "recsys_index_items",
+            "Items searchable in the index.",
+            catalog.item_count() as f64,
+        ),
+        (
+            "recsys_model_generation",
+            "Model generation being served.",
+            catalog.generation as f64,
+        ),
+        (
+            "recsys_catalog_version",
+            "Swaps of the catalog since start.",
+            catalog.version as f64,
+        ),
+        (
+            "recsys_ready",
+            "1 once caught up with the item-vector topic.",
+            if f.is_ready() { 1.0 } else { 0.0 },
+        ),
+        (
+            "recsys_item_vectors_applied",
+            "Item-vector changes applied since start.",
+            f.applied.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_item_vectors_rejected",
+            "Item-vector messages rejected since start.",
+            f.rejected.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_generation_switches",
+            "Generation switches followed since start (models/CURRENT flips).",
+            f.generation_switches.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "recsys_item_vector_delay_ms",
+            "Publish-to-searchable delay of the newest applied batch.",
+            f.last_delay_ms.load(Ordering::Relaxed) as f64,
+        ),
+    ]
 }
 
 #[cfg(test)]

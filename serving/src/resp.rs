@@ -11,7 +11,7 @@
 
 use std::io;
 
-use recsys_engine::store::Recent;
+use recsys_index::store::Recent;
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

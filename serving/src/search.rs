@@ -2,8 +2,9 @@
 //! no hand-off: an IVF-PQ search with re-ranking is about 0.1 ms of CPU, and a separate
 //! pool adds two thread hops per request (wake a searcher, wake the worker again). With
 //! searches inline and one Redis connection per worker, `bench serve` at 5,000 req/s on
-//! 2 cores went from 27k to 15k context switches/s; latency with a two-thread pool
-//! measured the same as inline within the machine's noise (p50 0.88–1.02 ms both).
+//! 2 cores makes 15k context switches/s, against 27k with a search pool and a shared
+//! Redis connection; latency with a two-thread pool measured the same as inline within
+//! the machine's noise (p50 0.88–1.02 ms both).
 //!
 //! With `search_threads = N` searches run on a dedicated pool of N threads of their own,
 //! never on the actix workers and never queued behind other blocking work (Redis
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
-use recsys_engine::index::ItemIndex;
+use recsys_index::ItemIndex;
 use tokio::sync::oneshot;
 
 use crate::{Result, ServingError};
@@ -82,7 +83,7 @@ impl SearchPool {
         let Some(tx) = &self.tx else {
             INLINE_SINGLE_THREADED.with(|set| {
                 if !set.replace(true) {
-                    recsys_engine::index::single_threaded_searches();
+                    recsys_index::single_threaded_searches();
                 }
             });
             return index
@@ -121,7 +122,7 @@ thread_local! {
 /// Takes jobs until every sender is gone (the pool was dropped).
 fn worker(rx: &Mutex<Receiver<Job>>) {
     // Parallelism comes from the pool's threads, one query each.
-    recsys_engine::index::single_threaded_searches();
+    recsys_index::single_threaded_searches();
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,7 +143,7 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use recsys_engine::index::IndexConfig;
+    use recsys_index::IndexConfig;
 
     fn index() -> Arc<ItemIndex> {
         let vectors: Vec<f32> = (0..100).flat_map(|i| [i as f32, 1.0]).collect();

@@ -8,30 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use recsys_engine::store::{MemoryUserStore, UserRecord};
+use recsys_index::store::{MemoryUserStore, UserRecord};
 use recsys_schemas::contract::{decode_vector, user_history_key, user_vector_key};
 
 use crate::resp::{Conn, Failure};
-
-/// Why a lookup failed; every variant is served from a fallback, never as a 5xx.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store unreachable: {0}")]
-    Unavailable(String),
-    #[error("stored vector is corrupt: {0}")]
-    Corrupt(String),
-}
+use crate::{Result, ServingError};
 
 #[async_trait]
 pub trait UserVectorStore: Send + Sync {
     /// The user's vector in `generation` (if any) and recent items (newest first, at most
-    /// `max_recent`).
-    async fn get(
-        &self,
-        generation: u64,
-        user_id: &str,
-        max_recent: usize,
-    ) -> Result<UserRecord, StoreError>;
+    /// `max_recent`). Fails with [`ServingError::StoreUnavailable`] or
+    /// [`ServingError::StoreCorrupt`]; callers answer from a fallback, never with a 5xx.
+    async fn get(&self, generation: u64, user_id: &str, max_recent: usize) -> Result<UserRecord>;
 }
 
 /// Reads `u:{gen}:{user}` and `h:{user}` in one round trip, over a connection of the
@@ -78,18 +66,18 @@ thread_local! {
 impl RedisUserVectorStore {
     /// Checks that `url` answers (waiting at most 5 s); every later call gives up after
     /// `timeout`.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self> {
         use redis::IntoConnectionInfo;
         static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
         let info = url
             .into_connection_info()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| ServingError::StoreUnavailable(e.to_string()))?;
         // The check's connection belongs to this event loop, which need not be one that
         // looks users up: it is closed, not pooled.
         tokio::time::timeout(Duration::from_secs(5), Conn::open(&info))
             .await
-            .map_err(|_| StoreError::Unavailable(format!("connecting to {url} timed out")))?
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|_| ServingError::StoreUnavailable(format!("connecting to {url} timed out")))?
+            .map_err(|e| ServingError::StoreUnavailable(e.to_string()))?;
         Ok(Self {
             info,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
@@ -110,9 +98,9 @@ impl RedisUserVectorStore {
     }
 
     /// An idle connection of this thread (and `true`), or a new one (within `timeout`).
-    async fn checkout(&self, timeout: Duration) -> Result<(Conn, bool), StoreError> {
+    async fn checkout(&self, timeout: Duration) -> Result<(Conn, bool)> {
         let idle = self.with_pool(|pool| match pool.down_since {
-            Some(at) if at.elapsed() < RECONNECT_AFTER => Err(StoreError::Unavailable(
+            Some(at) if at.elapsed() < RECONNECT_AFTER => Err(ServingError::StoreUnavailable(
                 "redis unreachable; reconnecting shortly".into(),
             )),
             _ => Ok(pool.idle.pop()),
@@ -127,11 +115,11 @@ impl RedisUserVectorStore {
             }
             Ok(Err(e)) => {
                 self.mark_down();
-                Err(StoreError::Unavailable(e.to_string()))
+                Err(ServingError::StoreUnavailable(e.to_string()))
             }
             Err(_) => {
                 self.mark_down();
-                Err(StoreError::Unavailable(
+                Err(ServingError::StoreUnavailable(
                     "connecting to redis timed out".into(),
                 ))
             }
@@ -141,12 +129,7 @@ impl RedisUserVectorStore {
 
 #[async_trait]
 impl UserVectorStore for RedisUserVectorStore {
-    async fn get(
-        &self,
-        generation: u64,
-        user_id: &str,
-        max_recent: usize,
-    ) -> Result<UserRecord, StoreError> {
+    async fn get(&self, generation: u64, user_id: &str, max_recent: usize) -> Result<UserRecord> {
         let started = Instant::now();
         let (vector_key, history_key) = (
             user_vector_key(generation, user_id),
@@ -164,7 +147,11 @@ impl UserVectorStore for RedisUserVectorStore {
             // A connection whose answer is abandoned or failed is dropped, never reused:
             // its next read could be this answer.
             match answer {
-                Err(_) => return Err(StoreError::Unavailable("redis call timed out".into())),
+                Err(_) => {
+                    return Err(ServingError::StoreUnavailable(
+                        "redis call timed out".into(),
+                    ));
+                }
                 // An idle connection that broke while it waited (Redis restarted, say)
                 // tells nothing of Redis now: the ones idle with it are dropped too, and
                 // the lookup tries once more on a new connection.
@@ -174,10 +161,10 @@ impl UserVectorStore for RedisUserVectorStore {
                 }
                 Ok(Err(Failure::Io(e))) => {
                     self.mark_down();
-                    return Err(StoreError::Unavailable(e.to_string()));
+                    return Err(ServingError::StoreUnavailable(e.to_string()));
                 }
                 Ok(Err(e @ Failure::Reply(_))) => {
-                    return Err(StoreError::Unavailable(e.to_string()));
+                    return Err(ServingError::StoreUnavailable(e.to_string()));
                 }
                 Ok(Ok(reply)) => break (conn, reply),
             }
@@ -190,7 +177,7 @@ impl UserVectorStore for RedisUserVectorStore {
         let vector = match vector {
             None => None,
             Some(bytes) => Some(decode_vector(&bytes).ok_or_else(|| {
-                StoreError::Corrupt(format!(
+                ServingError::StoreCorrupt(format!(
                     "{} bytes is not a whole number of f32",
                     bytes.len()
                 ))
@@ -202,12 +189,7 @@ impl UserVectorStore for RedisUserVectorStore {
 
 #[async_trait]
 impl UserVectorStore for MemoryUserStore {
-    async fn get(
-        &self,
-        generation: u64,
-        user_id: &str,
-        max_recent: usize,
-    ) -> Result<UserRecord, StoreError> {
+    async fn get(&self, generation: u64, user_id: &str, max_recent: usize) -> Result<UserRecord> {
         let mut record = MemoryUserStore::get(self, generation, user_id);
         record.recent.truncate(max_recent);
         Ok(record)
@@ -216,12 +198,7 @@ impl UserVectorStore for MemoryUserStore {
 
 #[async_trait]
 impl<T: UserVectorStore + ?Sized> UserVectorStore for Arc<T> {
-    async fn get(
-        &self,
-        generation: u64,
-        user_id: &str,
-        max_recent: usize,
-    ) -> Result<UserRecord, StoreError> {
+    async fn get(&self, generation: u64, user_id: &str, max_recent: usize) -> Result<UserRecord> {
         (**self).get(generation, user_id, max_recent).await
     }
 }

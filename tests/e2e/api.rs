@@ -9,16 +9,16 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use recsys::embedded::EmbeddedKafka;
-use recsys::http::{HttpClient, Response};
-use recsys_engine::index::IndexConfig;
+use recsys_index::IndexConfig;
 use recsys_serving::{
     AppState, AuthConfig, CatalogHolder, FollowStatus, KafkaEventSink, RedisUserVectorStore,
     ServingConfig,
 };
+use recsys_testkit::{HttpClient, Response};
 use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 use serde_json::Value;
 
-use recsys::redis_server::RedisServer;
+use recsys_testkit::RedisServer;
 
 const READ: &str = "read-key-0123456789abcdef";
 const WRITE: &str = "write-key-0123456789abcdef";
@@ -403,7 +403,7 @@ async fn random_requests_from_the_openapi_document_never_get_a_5xx() {
         },
         ..ServingConfig::default()
     };
-    let store = Arc::new(recsys_engine::store::MemoryUserStore::new());
+    let store = Arc::new(recsys_index::store::MemoryUserStore::new());
     let sink = KafkaEventSink::new(kafka.bootstrap_servers(), "events").unwrap();
     let state = AppState::new(catalog, store, cfg, follow)
         .unwrap()
@@ -477,7 +477,7 @@ impl recsys_serving::UserVectorStore for Stalled {
         _generation: u64,
         _user_id: &str,
         _max_recent: usize,
-    ) -> Result<recsys_engine::store::UserRecord, recsys_serving::StoreError> {
+    ) -> Result<recsys_index::store::UserRecord, recsys_serving::ServingError> {
         let _ = self.entered.send(());
         let _permit = self.release.acquire().await;
         Ok(Default::default())

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use recsys::archive;
 use recsys_engine::synth::SynthConfig;
+use recsys_trainer::archive;
 
 fn archiver(config: &Path, out: &Path, catch_up: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_recsys"));

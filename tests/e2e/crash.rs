@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use recsys::redis_server::RedisServer;
 use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::device::cpu_autodiff_device;
 use recsys_engine::synth::SynthConfig;
+use recsys_testkit::RedisServer;
 
 fn start_trainer(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_recsys"))

@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use recsys::embedded::EmbeddedKafka;
-use recsys::http::HttpClient;
-use recsys_engine::ids::IdMap;
-use recsys_engine::index::{IndexConfig, ItemIndex};
-use recsys_engine::snapshot;
-use recsys_engine::store::MemoryUserStore;
+use recsys_index::ids::IdMap;
+use recsys_index::snapshot;
+use recsys_index::store::MemoryUserStore;
+use recsys_index::{IndexConfig, ItemIndex};
 use recsys_serving::{
     AppState, CatalogHolder, FollowConfig, FollowStatus, ItemFollower, ServingConfig,
 };
+use recsys_testkit::HttpClient;
 use recsys_trainer::sink::{ItemUpdate, ItemVectorSink, KafkaItemVectorSink};
 use tokio_util::sync::CancellationToken;
 

@@ -1,4 +1,4 @@
-//! Generation switches (DESIGN §4): a replica following `models/CURRENT` switches its
+//! Generation switches (docs/DESIGN.md §4): a replica following `models/CURRENT` switches its
 //! index and its user-key prefix together, so no answer mixes generations while the
 //! pointer flips under load; and the online trainer follows a nightly retrain, replaying
 //! exactly the events after the retrain's cutoff into the new generation.
@@ -16,17 +16,17 @@ use recsys::allinone::{Pipeline, memory_store};
 use recsys::config::Config;
 use recsys::demo::produce;
 use recsys::embedded::EmbeddedKafka;
-use recsys::http::HttpClient;
 use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::device::{Backend, cpu_autodiff_device};
-use recsys_engine::generations::{self, Current};
-use recsys_engine::ids::IdMap;
-use recsys_engine::index::{IndexConfig, ItemIndex};
-use recsys_engine::snapshot;
-use recsys_engine::store::MemoryUserStore;
 use recsys_engine::synth::SynthConfig;
+use recsys_index::generations::{self, Current};
+use recsys_index::ids::IdMap;
+use recsys_index::snapshot;
+use recsys_index::store::MemoryUserStore;
+use recsys_index::{IndexConfig, ItemIndex};
 use recsys_schemas::api::{RecommendationResponse, Source};
 use recsys_serving::FollowConfig;
+use recsys_testkit::HttpClient;
 
 const USERS: usize = 8;
 
@@ -235,7 +235,7 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
     let models = dir.path().join("models");
 
     // Tonight's archive: everything produced so far.
-    let opts = recsys::archive::ArchiveOptions {
+    let opts = recsys_trainer::archive::ArchiveOptions {
         brokers: brokers.clone(),
         topic: "events".into(),
         group_id: "test-archive".into(),
@@ -244,11 +244,11 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
         flush_events: 5_000,
         flush_interval: Duration::from_secs(1),
     };
-    tokio::task::spawn_blocking(move || recsys::archive::run(&opts, &|| false))
+    tokio::task::spawn_blocking(move || recsys_trainer::archive::run(&opts, &|| false))
         .await
         .unwrap()
         .unwrap();
-    let cutoff = recsys::archive::committed(&archive_dir).unwrap();
+    let cutoff = recsys_trainer::archive::committed(&archive_dir).unwrap();
     assert_eq!(cutoff, ends(&brokers, "events", 2));
 
     // The online trainer (and serving) evolve generation 1 over the whole stream.
@@ -296,7 +296,7 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
     let end = ends(&brokers, "events", 2);
 
     // The nightly retrain publishes generation 2 (the online trainer owns g1).
-    let retrain = recsys::retrain::RetrainOptions {
+    let retrain = recsys_trainer::retrain::RetrainOptions {
         from: archive_dir.clone(),
         days: 3,
         out: dir.path().join("report"),
@@ -315,11 +315,12 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
         progress: false,
     };
     let sink = writer.clone();
-    let report =
-        tokio::task::spawn_blocking(move || recsys::retrain::run(&retrain, Some(sink.as_ref())))
-            .await
-            .unwrap()
-            .unwrap();
+    let report = tokio::task::spawn_blocking(move || {
+        recsys_trainer::retrain::run(&retrain, Some(sink.as_ref()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert!(report.published, "{}", report.decision);
     assert_eq!(report.new_generation, 2);
     assert_eq!(report.users_written, report.users);

@@ -14,13 +14,13 @@ use recsys::allinone::{Pipeline, topics};
 use recsys::config::Config;
 use recsys::demo::produce;
 use recsys::embedded::EmbeddedKafka;
-use recsys::http::HttpClient;
 use recsys_engine::synth::SynthConfig;
 use recsys_serving::{RedisUserVectorStore, UserVectorStore};
+use recsys_testkit::HttpClient;
 use recsys_trainer::sink::{RedisUserVectorSink, UserVectorSink};
 
 use crate::follow::Replica;
-use recsys::redis_server::RedisServer;
+use recsys_testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_to_recommendations_over_http() {

@@ -1,10 +1,10 @@
 //! The Redis user-vector store: the trainer's write half and serving's read half agree,
 //! against a real redis-server.
 
-use recsys_serving::{RedisUserVectorStore, StoreError, UserVectorStore};
+use recsys_serving::{RedisUserVectorStore, ServingError, UserVectorStore};
 use recsys_trainer::sink::{RedisUserVectorSink, UserUpdate, UserVectorSink};
 
-use recsys::redis_server::RedisServer;
+use recsys_testkit::RedisServer;
 
 /// One user's update as the trainer publishes it.
 fn update(user: &str, vector: &[f32], new_items: &[&str]) -> UserUpdate {
@@ -106,7 +106,7 @@ async fn round_trip_generations_history_and_ttl() {
         .unwrap();
     assert!(matches!(
         reader.get(7, "bob", 10).await,
-        Err(StoreError::Corrupt(_))
+        Err(ServingError::StoreCorrupt(_))
     ));
 }
 
@@ -123,7 +123,7 @@ async fn unreachable_redis_is_an_error_not_a_hang() {
     )
     .await
     .expect("lookup must not hang");
-    assert!(matches!(lookup, Err(StoreError::Unavailable(_))));
+    assert!(matches!(lookup, Err(ServingError::StoreUnavailable(_))));
 }
 
 /// Each thread looks users up over a connection of its own; when Redis goes away and
@@ -195,7 +195,7 @@ fn every_thread_reconnects_after_redis_returns() {
 
 /// A publish of 1,000 users with 500 history items each (one pipeline of about half a
 /// million commands) gets the sink's own 5 s budget. redis-rs's default reply timeout of
-/// 500 ms used to cut it short ("timed out") on the 2-core development machine.
+/// 500 ms cuts it short ("timed out") on the 2-core development machine.
 #[tokio::test]
 async fn a_large_publish_is_not_cut_short_by_the_clients_default_timeout() {
     let redis = RedisServer::start();

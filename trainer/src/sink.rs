@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use recsys_engine::store::{MemoryUserStore, distinct_newest_last};
+use recsys_index::store::{MemoryUserStore, distinct_newest_last};
 use recsys_schemas::contract::{
     ItemVectorMessage, POPULAR_KEY, PopularMessage, encode_vector, user_history_key,
     user_vector_key,

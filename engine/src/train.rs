@@ -1,0 +1,176 @@
+//! Offline training: passes over a fixed set of events in micro-batches, the recipe of the
+//! nightly retrain and of `recsys eval`. Where the events come from is an
+//! [`EventSource`]: data in memory, or the retrain's Parquet archive read on a second
+//! thread.
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use recsys_schemas::Event;
+use serde::Serialize;
+
+use crate::EngineError;
+use crate::model::Model;
+
+/// One pass over the training events.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    /// Mean loss of the pass's steps (those with a finite loss).
+    pub loss: f64,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+}
+
+/// How many passes, how large a step, and whether each read batch is shuffled first
+/// (epochs are; the online regime's single pass keeps time order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochPlan {
+    pub epochs: usize,
+    pub batch: usize,
+    pub shuffle: bool,
+}
+
+/// Where a pass's events come from, handed over in read batches.
+pub trait EventSource {
+    type Error: From<EngineError>;
+
+    /// Calls `sink` with every event of one pass, a read batch at a time, and stops at the
+    /// first error `sink` returns.
+    fn pass(
+        &mut self,
+        sink: &mut dyn FnMut(Vec<Event>) -> Result<(), Self::Error>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Events in memory: each pass is one read batch holding all of them.
+#[derive(Debug, Clone, Copy)]
+pub struct InMemory<'a>(pub &'a [Event]);
+
+impl EventSource for InMemory<'_> {
+    type Error = EngineError;
+
+    fn pass(&mut self, sink: &mut dyn FnMut(Vec<Event>) -> crate::Result<()>) -> crate::Result<()> {
+        sink(self.0.to_vec())
+    }
+}
+
+/// Told about training as it goes (a progress bar, say); every method does nothing unless
+/// overridden.
+pub trait Progress {
+    /// Pass `epoch` (1-based) of `epochs` starts.
+    fn epoch(&mut self, _epoch: usize, _epochs: usize) {}
+    /// A step of `events` events was trained.
+    fn step(&mut self, _events: usize) {}
+    /// A read batch is done; `mean_loss` is the pass's so far.
+    fn batch_done(&mut self, _mean_loss: f64) {}
+}
+
+impl Progress for () {}
+
+/// `plan.epochs` passes over `source`, each read batch shuffled with `rng` when
+/// `plan.shuffle`, trained in steps of `plan.batch` events.
+pub fn train_epochs<S: EventSource + ?Sized>(
+    model: &mut Model,
+    source: &mut S,
+    plan: &EpochPlan,
+    rng: &mut StdRng,
+    progress: &mut dyn Progress,
+) -> Result<Vec<EpochStats>, S::Error> {
+    let mut epochs = Vec::with_capacity(plan.epochs);
+    for epoch in 1..=plan.epochs {
+        progress.epoch(epoch, plan.epochs);
+        let started = Instant::now();
+        let (mut loss, mut steps, mut seen) = (0.0f64, 0u64, 0u64);
+        source.pass(&mut |mut batch| {
+            if plan.shuffle {
+                batch.shuffle(rng);
+            }
+            for chunk in batch.chunks(plan.batch.max(1)) {
+                let (s, _, _) = model.train_events(chunk)?;
+                if s.loss.is_finite() {
+                    loss += f64::from(s.loss);
+                    steps += 1;
+                }
+                seen += chunk.len() as u64;
+                progress.step(chunk.len());
+            }
+            progress.batch_done(loss / steps.max(1) as f64);
+            Ok(())
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let stats = EpochStats {
+            epoch,
+            loss: loss / steps.max(1) as f64,
+            events: seen,
+            seconds,
+            events_per_s: seen as f64 / seconds.max(1e-9),
+        };
+        tracing::info!(
+            epoch = stats.epoch,
+            loss = stats.loss,
+            events_per_s = stats.events_per_s,
+            "epoch done"
+        );
+        epochs.push(stats);
+    }
+    Ok(epochs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::cpu_autodiff_device;
+    use crate::model::ModelConfig;
+    use rand::SeedableRng;
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|k| Event {
+                user_id: format!("u{}", k % 13),
+                item_id: format!("i{}", k % 7),
+                kind: "click".into(),
+                weight: 1.0,
+                ts: k as i64,
+                event_id: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_is_trained_once_per_epoch_and_loss_falls() {
+        let data = events(500);
+        let mut model = Model::new(&ModelConfig::default(), cpu_autodiff_device()).unwrap();
+        let plan = EpochPlan {
+            epochs: 4,
+            batch: 64,
+            shuffle: true,
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let stats =
+            train_epochs(&mut model, &mut InMemory(&data), &plan, &mut rng, &mut ()).unwrap();
+        assert_eq!(stats.len(), 4);
+        assert!(stats.iter().all(|s| s.events == 500));
+        assert!(stats[3].loss < stats[0].loss, "{stats:?}");
+        assert_eq!(model.user_ids().len(), 13);
+    }
+
+    #[test]
+    fn the_same_seed_trains_the_same_model() {
+        let data = events(300);
+        let plan = EpochPlan {
+            epochs: 2,
+            batch: 50,
+            shuffle: true,
+        };
+        let train = || {
+            let mut model = Model::new(&ModelConfig::default(), cpu_autodiff_device()).unwrap();
+            let mut rng = StdRng::seed_from_u64(9);
+            train_epochs(&mut model, &mut InMemory(&data), &plan, &mut rng, &mut ()).unwrap();
+            model.user_vectors(&[0, 1, 2]).unwrap()
+        };
+        assert_eq!(train(), train());
+    }
+}

@@ -1,0 +1,89 @@
+//! The layered configuration every recsys process reads: compiled-in defaults, then a
+//! TOML file, then environment variables `RECSYS__SECTION__KEY=value` (`__` separates
+//! nested sections and the key). Unknown keys are errors naming the key; each process
+//! validates the sections it uses after loading.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Result, SchemaError};
+
+/// Prefix of configuration environment variables, e.g.
+/// `RECSYS__SERVING__FOLLOW__SNAPSHOT_DIR`.
+pub const ENV_PREFIX: &str = "RECSYS__";
+
+/// `T::default()`, overlaid by `file` (if given), overlaid by the `RECSYS__*` variables of
+/// `env`. `T` should deny unknown fields, so a misspelt key fails here, by name.
+pub fn load_layered<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T> {
+    let bad = |m: String| SchemaError::Config(m);
+    let mut merged = match toml::Value::try_from(T::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        Ok(_) => return Err(bad("defaults did not serialise to a table".into())),
+        Err(e) => return Err(bad(format!("defaults: {e}"))),
+    };
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("reading config file {}: {e}", path.display())))?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| bad(format!("parsing config file {}: {e}", path.display())))?;
+        merge(&mut merged, table);
+    }
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            return Err(bad(format!(
+                "environment variable {name}: expected {ENV_PREFIX}SECTION__KEY"
+            )));
+        }
+        let (key, sections) = path.split_last().unwrap_or((&path[0], &[]));
+        let mut table = &mut merged;
+        for section in sections {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(inner) = entry.as_table_mut() else {
+                return Err(bad(format!(
+                    "environment variable {name}: `{section}` is not a section"
+                )));
+            };
+            table = inner;
+        }
+        table.insert(key.clone(), scalar(&value));
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e| bad(format!("configuration: {e}")))
+}
+
+/// An environment value as TOML: numbers and booleans typed, anything else a string.
+fn scalar(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&probe) {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            ) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The nightly path on the command line: `archive`, `generate`, `retrain`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use recsys::config::Config;
+use recsys_trainer::archive::{self, ArchiveOptions};
+use recsys_trainer::retrain::{self, RetrainOptions};
+use recsys_trainer::sink::UserVectorSink;
+
+#[derive(clap::Args)]
+pub struct ArchiveArgs {
+    /// Archive directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop once the topic's ends at start are archived (a catch-up job).
+    #[arg(long)]
+    until_caught_up: bool,
+    /// Events buffered before a flush.
+    #[arg(long, default_value_t = 100_000)]
+    flush_events: usize,
+    /// Seconds between flushes.
+    #[arg(long, default_value_t = 10)]
+    flush_interval_s: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 50_000)]
+    users: usize,
+    #[arg(long, default_value_t = 20_000)]
+    items: usize,
+    /// Days the events span (one directory per day).
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+}
+
+#[derive(clap::Args)]
+pub struct RetrainArgs {
+    /// Archive directory (from `recsys archive` or `recsys generate`).
+    #[arg(long)]
+    from: PathBuf,
+    /// Newest days of the archive to use; the last one is the test day.
+    #[arg(long, default_value_t = 7)]
+    days: usize,
+    /// Report directory (report.md, report.json, PNG plots).
+    #[arg(long)]
+    out: PathBuf,
+    /// Generations directory (CURRENT pointer, g{N}/ checkpoints and snapshots).
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    /// Test users scored (a seeded sample when more are eligible).
+    #[arg(long, default_value_t = 10_000)]
+    max_test_users: usize,
+    /// Allowed NDCG@10 drop against the current generation.
+    #[arg(long, default_value_t = 0.002)]
+    margin: f64,
+    /// Publish even if the quality gate refuses (logged and reported).
+    #[arg(long)]
+    force: bool,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn archive(a: ArchiveArgs, cfg: &Config) -> anyhow::Result<()> {
+    let opts = ArchiveOptions {
+        brokers: cfg.trainer.brokers.clone(),
+        topic: cfg.trainer.topic.clone(),
+        group_id: format!("{}-archive", cfg.trainer.group_id),
+        out: a.out,
+        until_caught_up: a.until_caught_up,
+        flush_events: a.flush_events.max(1),
+        flush_interval: std::time::Duration::from_secs(a.flush_interval_s.max(1)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if recsys_serving::replica::shutdown_signal().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    let report =
+        tokio::task::spawn_blocking(move || archive::run(&opts, &|| stop.load(Ordering::Relaxed)))
+            .await??;
+    eprintln!(
+        "archived {} events ({} malformed skipped); next offsets {:?}",
+        report.archived, report.malformed, report.next_offsets
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let data = recsys_engine::synth::SynthConfig {
+        users: a.users,
+        items: a.items,
+        events: a.events,
+        seed: a.seed,
+        days: a.days,
+        clusters: (a.items / 100).clamp(1, 200),
+        ..Default::default()
+    }
+    .generate()
+    .map_err(|e| anyhow::anyhow!("generate: {e}"))?;
+    let n = archive::write_events(&a.out, &data.train)?;
+    eprintln!(
+        "wrote {n} events over {} days into {}",
+        archive::days(&a.out)?.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub async fn retrain(a: RetrainArgs, cfg: &Config) -> anyhow::Result<()> {
+    if a.batch == 0 || !(a.margin >= 0.0 && a.margin.is_finite()) {
+        anyhow::bail!("--batch must be positive and --margin a non-negative number");
+    }
+    let opts = RetrainOptions {
+        from: a.from,
+        days: a.days,
+        out: a.out,
+        models: a.models,
+        epochs: a.epochs,
+        batch: a.batch,
+        margin: a.margin,
+        force: a.force,
+        read_rows: 65_536,
+        max_test_users: a.max_test_users.max(1),
+        seed: a.seed,
+        model: cfg.model.clone(),
+        index: cfg.index.clone(),
+        backend: cfg.compute.backend,
+        topic: cfg.trainer.topic.clone(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    // Publishing writes every user's vector under the new generation's keys.
+    let users: Option<Arc<dyn UserVectorSink>> = if cfg.store.redis_url.is_empty() {
+        tracing::warn!(
+            "store.redis_url is empty: a published generation's user vectors are not written \
+             here; an online trainer following the models directory writes them when it \
+             switches"
+        );
+        None
+    } else {
+        Some(recsys::run::redis_writer(cfg, &cfg.store.redis_url).await?)
+    };
+    let report =
+        tokio::task::spawn_blocking(move || retrain::run(&opts, users.as_deref())).await??;
+    eprintln!(
+        "{} | new NDCG@10 {:.4}, current {}, popularity {:.4} | {} events x {} epochs at {:.0} \
+         events/s, peak RSS {:.0} MiB",
+        report.decision,
+        report.new.ndcg_at_10,
+        report
+            .current
+            .map_or("none".to_owned(), |c| format!("{:.4}", c.ndcg_at_10)),
+        report.popularity.ndcg_at_10,
+        report.events,
+        report.epochs.len(),
+        report.events_per_s,
+        report.peak_rss_bytes as f64 / 1048576.0
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}

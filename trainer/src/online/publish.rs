@@ -1,0 +1,116 @@
+//! Publishing changed vectors: item vectors and tombstones to the item-vector topic, the
+//! popular list, then user vectors and recent items to the user store.
+
+use std::sync::atomic::Ordering;
+
+use tracing::warn;
+
+use super::trainer::OnlineTrainer;
+use crate::sink::{ItemUpdate, UserUpdate};
+
+impl OnlineTrainer {
+    /// Publishes changed vectors. A failing store is logged and counted and the changes
+    /// are kept for the next attempt; training goes on.
+    pub(super) async fn publish(&mut self) {
+        let Some(learner) = self.learner.as_mut() else {
+            return;
+        };
+        if learner.dirty.users.is_empty()
+            && learner.dirty.items.is_empty()
+            && learner.dirty.hidden.is_empty()
+        {
+            return;
+        }
+        let generation = self.cfg.generation;
+        let hidden_rows = learner.hidden_rows();
+        let model = &learner.model;
+        let user_rows: Vec<u32> = learner.dirty.users.iter().copied().collect();
+        let item_rows: Vec<u32> = learner
+            .dirty
+            .items
+            .iter()
+            .copied()
+            .filter(|row| !hidden_rows.contains(row))
+            .collect();
+        let (user_vectors, item_vectors) = match (
+            model.user_vectors(&user_rows),
+            model.item_vectors(&item_rows),
+        ) {
+            (Ok(u), Ok(i)) => (u, i),
+            (Err(e), _) | (_, Err(e)) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cannot compute vectors; will retry");
+                return;
+            }
+        };
+        let d = model.dim();
+        let dirty = std::mem::take(&mut learner.dirty);
+        let users: Vec<UserUpdate> = user_rows
+            .iter()
+            .zip(user_vectors.chunks_exact(d))
+            .filter_map(|(&row, v)| {
+                Some(UserUpdate {
+                    user_id: model.user_ids().id(row)?.to_owned(),
+                    vector: v.to_vec(),
+                    new_items: dirty.new_items.get(&row).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let items: Vec<ItemUpdate> = item_rows
+            .iter()
+            .zip(item_vectors.chunks_exact(d))
+            .filter_map(|(&row, v)| {
+                Some(ItemUpdate {
+                    item_id: model.item_ids().id(row)?.to_owned(),
+                    vector: v.to_vec(),
+                })
+            })
+            .collect();
+        let popular: Vec<(String, f32)> = learner
+            .popularity
+            .top_k(self.cfg.popular_items, &hidden_rows)
+            .into_iter()
+            .filter_map(|(row, s)| Some((model.item_ids().id(row)?.to_owned(), s)))
+            .collect();
+        // Items first: a user vector is only useful once the items it points at are
+        // searchable.
+        let removed: Vec<String> = dirty.hidden.iter().cloned().collect();
+        let result = async {
+            self.items.publish_items(generation, items).await?;
+            if !removed.is_empty() {
+                self.items.remove_items(removed).await?;
+            }
+            self.items.publish_popular(generation, popular).await?;
+            self.users.publish(generation, &users).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.stats.publishes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, retry = ?e.retry_hint(), "publish failed; will retry");
+                let Some(learner) = self.learner.as_mut() else {
+                    return;
+                };
+                learner.dirty.users.extend(dirty.users);
+                learner.dirty.items.extend(dirty.items);
+                // Still hidden ones only: an item shown again meanwhile needs no tombstone.
+                let still_hidden = &learner.hidden;
+                learner.dirty.hidden.extend(
+                    dirty
+                        .hidden
+                        .into_iter()
+                        .filter(|id| still_hidden.contains(id)),
+                );
+                for (u, items) in dirty.new_items {
+                    let pending = learner.dirty.new_items.entry(u).or_default();
+                    let mut merged = items;
+                    merged.append(pending);
+                    *pending = merged;
+                }
+            }
+        }
+    }
+}
