@@ -137,8 +137,9 @@ impl SharedSettings<'_> {
         if self.dim == 0 || self.dim > 4096 {
             return bad("dim", "must be in 1..=4096");
         }
-        if !positive(self.learning_rate) {
-            return bad("learning_rate", "must be a positive number");
+        // 0 is allowed: the tables stay as they are (a frozen model that still counts).
+        if !(self.learning_rate >= 0.0 && self.learning_rate.is_finite()) {
+            return bad("learning_rate", "must be zero or a positive number");
         }
         if !positive(self.init_scale) {
             return bad("init_scale", "must be a positive number");

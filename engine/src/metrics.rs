@@ -68,11 +68,11 @@ impl Prequential {
         }
     }
 
-    /// Adds one scored event: the 0-based rank of its item among all items, or `None`
-    /// when the model could not rank it (a new user or item: a miss).
-    pub fn push(&mut self, rank: Option<usize>) {
+    /// Adds one scored event: the 0-based rank of its item (half-ties allowed), or
+    /// `None` when it could not be ranked (a miss).
+    pub fn push(&mut self, rank: Option<f64>) {
         let (hr, ndcg) = match rank {
-            Some(r) if r < self.k => (1.0, 1.0 / ((r + 2) as f64).log2()),
+            Some(r) if r < self.k as f64 => (1.0, 1.0 / (r + 2.0).log2()),
             _ => (0.0, 0.0),
         };
         if self.recent.len() == self.window
@@ -111,16 +111,6 @@ impl Prequential {
     }
 }
 
-/// 0-based rank of `target` among `items` (row-major, `dim` wide) by dot product with
-/// `query`: the items scoring strictly higher.
-pub fn rank_of(query: &[f32], items: &[f32], dim: usize, target: usize) -> usize {
-    let t = recsys_index::vector::dot(query, &items[target * dim..(target + 1) * dim]);
-    items
-        .chunks_exact(dim)
-        .filter(|v| recsys_index::vector::dot(query, v) > t)
-        .count()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,22 +131,14 @@ mod tests {
     #[test]
     fn prequential_window_forgets_old_events() {
         let mut p = Prequential::new(10, 2);
-        p.push(Some(0));
+        p.push(Some(0.0));
         assert_eq!((p.hit_rate(), p.ndcg()), (1.0, 1.0));
         p.push(None);
         assert_eq!(p.hit_rate(), 0.5);
-        p.push(Some(20)); // the hit falls out of the window
+        p.push(Some(20.0)); // the hit falls out of the window
         assert_eq!(p.hit_rate(), 0.0);
-        p.push(Some(1));
+        p.push(Some(1.0));
         assert!((p.ndcg() - 0.5 / 3f64.log2()).abs() < 1e-12);
         assert_eq!(p.scored(), 4);
-    }
-
-    #[test]
-    fn rank_counts_strictly_better_items() {
-        let items = [1.0, 0.0, 0.0, 1.0, 2.0, 0.0];
-        assert_eq!(rank_of(&[1.0, 0.0], &items, 2, 0), 1);
-        assert_eq!(rank_of(&[1.0, 0.0], &items, 2, 2), 0);
-        assert_eq!(rank_of(&[0.0, 1.0], &items, 2, 2), 1);
     }
 }

@@ -172,6 +172,11 @@ impl MfModel {
         &self.cfg
     }
 
+    /// Changes the tables' learning rate from the next step on (0 freezes them).
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        self.cfg.learning_rate = lr.max(0.0);
+    }
+
     /// The model's state, copied.
     pub fn to_parts(&self) -> MfParts {
         MfParts {
@@ -269,7 +274,7 @@ impl MfModel {
     }
 
     /// Registers the batch's ids and trains one step on it. Returns the stats and the rows
-    /// it touched (users, items), which the caller publishes.
+    /// it changed (users, items), which the caller publishes.
     pub fn train_events(&mut self, events: &[Event]) -> Result<(StepStats, Vec<u32>, Vec<u32>)> {
         let mut batch = Vec::with_capacity(events.len());
         for e in events {
@@ -354,9 +359,9 @@ impl MfModel {
         add_l2(&mut gu, &self.users, &u_rows, l2);
         let mut gi = step.item_grads;
         add_l2(&mut gi, &self.items, &i_rows, l2);
-        self.users.adagrad_update(&u_rows, &gu, lr);
-        self.items.adagrad_update(&i_rows, &gi, lr);
-        Ok((stats, u_rows, i_rows))
+        let users = self.users.adagrad_update(&u_rows, &gu, lr);
+        let items = self.items.adagrad_update(&i_rows, &gi, lr);
+        Ok((stats, users, items))
     }
 
     /// Exact top-`k` item rows for a query vector by brute force, skipping `exclude`.

@@ -4,10 +4,9 @@ use burn::tensor::Device;
 use recsys_schemas::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::rank_of;
+use crate::Result;
 use crate::mf::{MfConfig, MfModel, StepStats};
 use crate::two_tower::{TwoTowerConfig, TwoTowerModel};
-use crate::{EngineError, Result};
 use recsys_index::ids::{Expired, IdMap};
 
 /// Which model to train.
@@ -68,6 +67,14 @@ impl Model {
                 Self::TwoTower(TwoTowerModel::new(cfg.two_tower.clone(), device)?)
             }
         })
+    }
+
+    /// Changes the learning rate of the embedding tables from the next step on.
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        match self {
+            Self::Mf(m) => m.set_learning_rate(lr),
+            Self::TwoTower(m) => m.set_learning_rate(lr),
+        }
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -162,48 +169,6 @@ impl Model {
         let row = self.user_ids().get(user_id)?;
         self.user_vectors(&[row]).ok()
     }
-
-    /// Prequential scoring: for each event, the 0-based rank of its item among all live
-    /// items the model knows, before training on it; `None` for a new user or item. Full
-    /// ranking by brute force, so callers score a sample of each batch.
-    pub fn ranks(&self, events: &[&Event]) -> Result<Vec<Option<usize>>> {
-        let known: Vec<Option<(u32, u32)>> = events
-            .iter()
-            .map(|e| {
-                Some((
-                    self.user_ids().get(&e.user_id)?,
-                    self.item_ids().get(&e.item_id)?,
-                ))
-            })
-            .collect();
-        if known.iter().all(Option::is_none) {
-            return Ok(vec![None; events.len()]);
-        }
-        let d = self.dim();
-        // Live rows only: a row freed by expiry holds no item.
-        let ids = self.item_ids();
-        let all: Vec<u32> = (0..ids.len() as u32)
-            .filter(|&r| ids.id(r).is_some())
-            .collect();
-        let slot: std::collections::HashMap<u32, usize> =
-            all.iter().enumerate().map(|(k, &r)| (r, k)).collect();
-        let items = self.item_vectors(&all)?;
-        let users: Vec<u32> = known.iter().flatten().map(|k| k.0).collect();
-        let user_vectors = self.user_vectors(&users)?;
-        if user_vectors.len() != users.len() * d || items.len() != all.len() * d {
-            return Err(EngineError::Tensor("vector sizes do not match".into()));
-        }
-        let mut next = 0;
-        Ok(known
-            .iter()
-            .map(|k| {
-                let (_, item) = (*k)?;
-                let q = &user_vectors[next * d..(next + 1) * d];
-                next += 1;
-                Some(rank_of(q, &items, d, slot[&item]))
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]
@@ -225,31 +190,5 @@ mod tests {
 
     fn toml_like(json: &str) -> ModelConfig {
         serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn ranks_are_none_for_unknown_and_bounded_for_known() {
-        for kind in [ModelKind::Mf, ModelKind::TwoTower] {
-            let cfg = ModelConfig {
-                kind,
-                ..ModelConfig::default()
-            };
-            let mut m = Model::new(&cfg, cpu_autodiff_device()).unwrap();
-            let ev = |u: &str, i: &str| {
-                Event::from_json(
-                    format!(r#"{{"user_id":"{u}","item_id":"{i}"}}"#).as_bytes(),
-                    0,
-                )
-                .unwrap()
-            };
-            let batch: Vec<Event> = (0..20)
-                .map(|k| ev(&format!("u{k}"), &format!("i{}", k % 7)))
-                .collect();
-            m.train_events(&batch).unwrap();
-            let probe = [ev("u1", "i1"), ev("new", "i1"), ev("u1", "new")];
-            let ranks = m.ranks(&probe.iter().collect::<Vec<_>>()).unwrap();
-            assert!(matches!(ranks[0], Some(r) if r < 7), "{kind:?} {ranks:?}");
-            assert_eq!(&ranks[1..], &[None, None]);
-        }
     }
 }

@@ -88,6 +88,12 @@ impl Popularity {
         out
     }
 
+    /// The current score of a row, relative to the reference time (0 for an unseen row):
+    /// only comparisons between rows mean anything.
+    pub fn score(&self, item_row: u32) -> f64 {
+        self.scores.get(item_row as usize).copied().unwrap_or(0.0)
+    }
+
     /// Forgets an item (its id expired and the row may be reused).
     pub fn reset(&mut self, item_row: u32) {
         if let Some(s) = self.scores.get_mut(item_row as usize) {

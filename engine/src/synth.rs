@@ -5,6 +5,11 @@
 //! clusters (popular ones more often), sometimes from the global popularity curve (noise).
 //! The last `holdout` interactions of every user in time are held out as that user's
 //! future, for evaluation. The same seed gives the same data.
+//!
+//! Optionally the world moves: with `drift`, each user's liked clusters are drawn again
+//! at a day boundary with that probability; with `new_items`, that share of the items
+//! launches during the span instead of before it (no one picks an item before its
+//! launch). A model frozen at some point then decays on what comes after it.
 
 use std::collections::HashSet;
 
@@ -30,6 +35,11 @@ pub struct SynthConfig {
     /// Timestamp of the first event, ms; events span `days` days after it.
     pub start_ts: i64,
     pub days: u32,
+    /// Probability that a user's liked clusters are drawn again at each day boundary.
+    pub drift: f64,
+    /// Share of the items that launch during the span (at a uniform time) rather than
+    /// before it.
+    pub new_items: f64,
     pub seed: u64,
 }
 
@@ -46,10 +56,15 @@ impl Default for SynthConfig {
             holdout: 5,
             start_ts: 1_767_225_600_000, // 2026-01-01T00:00:00Z
             days: 1,
+            drift: 0.0,
+            new_items: 0.0,
             seed: 42,
         }
     }
 }
+
+/// Liked clusters with their weights.
+pub type Tastes = Vec<(usize, f64)>;
 
 /// A generated data set: the training stream in time order, each user's held-out future,
 /// and the planted truth.
@@ -60,18 +75,52 @@ pub struct SynthData {
     pub test: Vec<(String, Vec<String>)>,
     /// Latent cluster of each item, by item number.
     pub item_cluster: Vec<usize>,
-    /// Liked clusters of each user with their weights, by user number.
+    /// Liked clusters of each user with their weights at the start, by user number.
     pub user_clusters: Vec<Vec<(usize, f64)>>,
+    /// Each user's tastes over time: `(from ts, liked clusters)`, oldest first; one entry
+    /// without `drift`.
+    pub user_tastes: Vec<Vec<(i64, Tastes)>>,
+    /// When each item launched (ms); `start_ts` for the items there from the start.
+    pub launch_ts: Vec<i64>,
+    /// The held-out events themselves (the `test` items with their times), time order.
+    pub held_out: Vec<Event>,
     pub zipf_exponent: f64,
     pub noise: f64,
 }
 
 impl SynthData {
     /// The generator's true probability of each item (by item number) being user `u`'s
-    /// next pick, before removing items already picked: the oracle's ranking.
+    /// next pick, before removing items already picked: the oracle's ranking, with the
+    /// user's first tastes and every item launched.
     pub fn true_scores(&self, u: usize) -> Vec<f64> {
+        self.scores_for(&self.user_clusters[u], i64::MAX)
+    }
+
+    /// [`SynthData::true_scores`] at time `ts`: the tastes the user has then, over the
+    /// items launched by then.
+    pub fn true_scores_at(&self, u: usize, ts: i64) -> Vec<f64> {
+        let tastes = &self.user_tastes[u];
+        let at = tastes.partition_point(|(from, _)| *from <= ts).max(1) - 1;
+        self.scores_for(&tastes[at].1, ts)
+    }
+
+    /// Every event of the log, training and held out, in time order.
+    pub fn all_events(&self) -> Vec<Event> {
+        let mut all: Vec<Event> = self.train.iter().chain(&self.held_out).cloned().collect();
+        all.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.user_id.cmp(&b.user_id)));
+        all
+    }
+
+    fn scores_for(&self, liked_clusters: &[(usize, f64)], ts: i64) -> Vec<f64> {
         let n = self.item_cluster.len();
-        let zipf = |i: usize| 1.0 / ((i + 1) as f64).powf(self.zipf_exponent);
+        let launched = |i: usize| self.launch_ts.get(i).is_none_or(|&t| t <= ts);
+        let zipf = |i: usize| {
+            if launched(i) {
+                1.0 / ((i + 1) as f64).powf(self.zipf_exponent)
+            } else {
+                0.0
+            }
+        };
         let global: f64 = (0..n).map(zipf).sum();
         let mut cluster_mass = vec![0.0; self.item_cluster.iter().max().map_or(1, |m| m + 1)];
         for i in 0..n {
@@ -81,10 +130,10 @@ impl SynthData {
         }
         (0..n)
             .map(|i| {
-                let liked: f64 = self.user_clusters[u]
+                let liked: f64 = liked_clusters
                     .iter()
                     .filter(|(c, _)| *c == self.item_cluster[i])
-                    .map(|(c, w)| w * zipf(i) / cluster_mass[*c])
+                    .map(|(c, w)| w * zipf(i) / cluster_mass[*c].max(f64::MIN_POSITIVE))
                     .sum();
                 self.noise * zipf(i) / global + (1.0 - self.noise) * liked
             })
@@ -142,7 +191,30 @@ impl SynthConfig {
         if !(0.0..=1.0).contains(&self.noise) {
             return Err("noise must be in 0..=1".into());
         }
+        if !(0.0..=1.0).contains(&self.drift) {
+            return Err("drift must be in 0..=1".into());
+        }
+        if !(0.0..1.0).contains(&self.new_items) {
+            return Err("new_items must be in 0..1".into());
+        }
         Ok(())
+    }
+
+    /// Liked clusters with geometric weights (the first dominates).
+    fn draw_tastes(&self, rng: &mut StdRng) -> Vec<(usize, f64)> {
+        let mut chosen: Vec<usize> = Vec::new();
+        while chosen.len() < self.clusters_per_user {
+            let c = rng.random_range(0..self.clusters);
+            if !chosen.contains(&c) {
+                chosen.push(c);
+            }
+        }
+        let raw: Vec<f64> = (0..chosen.len()).map(|k| 0.5f64.powi(k as i32)).collect();
+        let sum: f64 = raw.iter().sum();
+        chosen
+            .into_iter()
+            .zip(raw.iter().map(|w| w / sum))
+            .collect()
     }
 
     /// Generates the data set. Errors name the offending setting.
@@ -170,22 +242,7 @@ impl SynthConfig {
             .collect();
 
         let user_clusters: Vec<Vec<(usize, f64)>> = (0..self.users)
-            .map(|_| {
-                let mut chosen: Vec<usize> = Vec::new();
-                while chosen.len() < self.clusters_per_user {
-                    let c = rng.random_range(0..self.clusters);
-                    if !chosen.contains(&c) {
-                        chosen.push(c);
-                    }
-                }
-                // Geometric weights: the first liked cluster dominates.
-                let raw: Vec<f64> = (0..chosen.len()).map(|k| 0.5f64.powi(k as i32)).collect();
-                let sum: f64 = raw.iter().sum();
-                chosen
-                    .into_iter()
-                    .zip(raw.iter().map(|w| w / sum))
-                    .collect()
-            })
+            .map(|_| self.draw_tastes(&mut rng))
             .collect();
 
         // Events per user: every user gets a few, the rest by a skewed activity level.
@@ -214,49 +271,109 @@ impl SynthConfig {
             }
         }
 
-        let span_ms = 86_400_000i64 * i64::from(self.days.max(1));
+        let day_ms = 86_400_000i64;
+        let span_ms = day_ms * i64::from(self.days.max(1));
+        let moving = self.drift > 0.0 || self.new_items > 0.0;
+        // Launch times: the first `1 - new_items` of a random order are there from the
+        // start, the rest launch at uniform times.
+        let launch_ts: Vec<i64> = if self.new_items > 0.0 {
+            (0..self.items)
+                .map(|_| {
+                    if rng.random_bool(self.new_items) {
+                        self.start_ts + rng.random_range(0..span_ms)
+                    } else {
+                        self.start_ts
+                    }
+                })
+                .collect()
+        } else {
+            vec![self.start_ts; self.items]
+        };
+        let mut user_tastes = Vec::with_capacity(self.users);
         let mut train: Vec<Event> = Vec::with_capacity(self.events);
+        let mut held_out: Vec<Event> = Vec::with_capacity(self.users * self.holdout);
         let mut test = Vec::with_capacity(self.users);
         for u in 0..self.users {
             let n = train_counts[u] + self.holdout;
-            let clusters = Cdf::new((0..user_clusters[u].len()).collect(), |k| {
-                user_clusters[u][k].1
-            });
+            let mut tastes = vec![(self.start_ts, user_clusters[u].clone())];
             let mut seen: HashSet<usize> = HashSet::with_capacity(n);
             let mut items = Vec::with_capacity(n);
-            let mut tries = 0;
-            while items.len() < n && tries < n * 50 {
-                tries += 1;
-                let item = if rng.random_bool(self.noise) {
-                    global.sample(&mut rng)
-                } else {
-                    let c = user_clusters[u][clusters.sample(&mut rng)].0;
-                    per_cluster[c].sample(&mut rng)
-                };
-                if seen.insert(item) {
-                    items.push(item);
+            let times: Vec<i64> = if moving {
+                // Tastes per day, then times, then each event's item under the tastes and
+                // launches of its moment.
+                for day in 1..self.days.max(1) {
+                    if rng.random_bool(self.drift) {
+                        let from = self.start_ts + i64::from(day) * day_ms;
+                        tastes.push((from, self.draw_tastes(&mut rng)));
+                    }
                 }
-            }
-            let mut times: Vec<i64> = (0..items.len())
-                .map(|_| rng.random_range(0..span_ms))
-                .collect();
-            times.sort_unstable();
+                let mut times: Vec<i64> = (0..n).map(|_| rng.random_range(0..span_ms)).collect();
+                times.sort_unstable();
+                let mut kept = Vec::with_capacity(n);
+                for &t in &times {
+                    let at = self.start_ts + t;
+                    let liked = &tastes[tastes.partition_point(|(from, _)| *from <= at) - 1].1;
+                    let clusters = Cdf::new((0..liked.len()).collect(), |k| liked[k].1);
+                    for _ in 0..50 {
+                        let item = if rng.random_bool(self.noise) {
+                            global.sample(&mut rng)
+                        } else {
+                            per_cluster[liked[clusters.sample(&mut rng)].0].sample(&mut rng)
+                        };
+                        if launch_ts[item] <= at && seen.insert(item) {
+                            items.push(item);
+                            kept.push(t);
+                            break;
+                        }
+                    }
+                }
+                kept
+            } else {
+                let clusters = Cdf::new((0..user_clusters[u].len()).collect(), |k| {
+                    user_clusters[u][k].1
+                });
+                let mut tries = 0;
+                while items.len() < n && tries < n * 50 {
+                    tries += 1;
+                    let item = if rng.random_bool(self.noise) {
+                        global.sample(&mut rng)
+                    } else {
+                        let c = user_clusters[u][clusters.sample(&mut rng)].0;
+                        per_cluster[c].sample(&mut rng)
+                    };
+                    if seen.insert(item) {
+                        items.push(item);
+                    }
+                }
+                let mut times: Vec<i64> = (0..items.len())
+                    .map(|_| rng.random_range(0..span_ms))
+                    .collect();
+                times.sort_unstable();
+                times
+            };
             let split = items.len().saturating_sub(self.holdout);
             let uid = user_id(u);
-            for (k, (&item, &t)) in items.iter().zip(&times).enumerate().take(split) {
-                train.push(Event {
+            for (k, (&item, &t)) in items.iter().zip(&times).enumerate() {
+                let e = Event {
                     user_id: uid.clone(),
                     item_id: item_id(item),
                     kind: "click".into(),
                     weight: 1.0,
                     ts: self.start_ts + t,
                     event_id: Some(format!("{uid}-{k}")),
-                });
+                };
+                if k < split {
+                    train.push(e);
+                } else {
+                    held_out.push(e);
+                }
             }
             test.push((uid, items[split..].iter().map(|&i| item_id(i)).collect()));
+            user_tastes.push(tastes);
         }
         // Global time order; the sort is stable, so ties keep user order (deterministic).
         train.sort_by_key(|e| e.ts);
+        held_out.sort_by_key(|e| e.ts);
         Ok(SynthData {
             zipf_exponent: self.zipf_exponent,
             noise: self.noise,
@@ -264,6 +381,9 @@ impl SynthConfig {
             test,
             item_cluster,
             user_clusters,
+            user_tastes,
+            launch_ts,
+            held_out,
         })
     }
 }
@@ -342,5 +462,73 @@ mod tests {
         .generate()
         .unwrap_err();
         assert!(err.contains("clusters"));
+    }
+
+    #[test]
+    fn the_log_spreads_over_every_day() {
+        let d = SynthConfig {
+            users: 300,
+            items: 400,
+            events: 20_000,
+            days: 7,
+            ..small()
+        }
+        .generate()
+        .unwrap();
+        let all = d.all_events();
+        assert_eq!(all.len(), d.train.len() + d.held_out.len());
+        let per_day: Vec<usize> = (0..7)
+            .map(|day| {
+                let from = SynthConfig::default().start_ts + day * 86_400_000;
+                all.iter()
+                    .filter(|e| (from..from + 86_400_000).contains(&e.ts))
+                    .count()
+            })
+            .collect();
+        let (lo, hi) = (per_day.iter().min().unwrap(), per_day.iter().max().unwrap());
+        assert!(*lo as f64 > 0.7 * *hi as f64, "events per day {per_day:?}");
+    }
+
+    #[test]
+    fn drifting_tastes_and_new_items_move_the_truth() {
+        let cfg = SynthConfig {
+            users: 200,
+            items: 500,
+            events: 10_000,
+            days: 10,
+            drift: 0.3,
+            new_items: 0.3,
+            ..small()
+        };
+        let d = cfg.generate().unwrap();
+        let wanted = cfg.events + cfg.users * cfg.holdout;
+        let got = d.train.len() + d.held_out.len();
+        assert!(
+            got <= wanted && got as f64 > 0.95 * wanted as f64,
+            "{got} of {wanted}"
+        );
+        // No event picks an item before its launch, and some items do launch late.
+        for e in d.all_events() {
+            let i: usize = e.item_id[1..].parse().unwrap();
+            assert!(
+                d.launch_ts[i] <= e.ts,
+                "{e:?} before launch {}",
+                d.launch_ts[i]
+            );
+        }
+        let late = d.launch_ts.iter().filter(|&&t| t > cfg.start_ts).count();
+        assert!(late > 100 && late < 200, "{late} late items");
+        // Tastes change for most users over 10 days, and the oracle follows them.
+        let moved = d.user_tastes.iter().filter(|t| t.len() > 1).count();
+        assert!(moved > 150, "{moved} users changed tastes");
+        let u = (0..200).find(|&u| d.user_tastes[u].len() > 1).unwrap();
+        let late_ts = cfg.start_ts + 10 * 86_400_000 - 1;
+        assert_ne!(
+            d.true_scores_at(u, cfg.start_ts),
+            d.true_scores_at(u, late_ts)
+        );
+        // Items not yet launched have no probability.
+        let unlaunched = (0..500).find(|&i| d.launch_ts[i] > cfg.start_ts).unwrap();
+        assert_eq!(d.true_scores_at(u, cfg.start_ts)[unlaunched], 0.0);
     }
 }

@@ -132,28 +132,34 @@ impl EmbeddingTable {
     }
 
     /// Row-wise Adagrad: for each row, `G += mean(g²)`, `w -= lr · g / (√G + ε)`.
-    /// `grads` is `rows.len() × dim`, aligned with `rows`; rows must be unique.
-    /// Rows whose gradient is not finite are left untouched and counted in the result.
-    pub fn adagrad_update(&mut self, rows: &[u32], grads: &[f32], lr: f32) -> usize {
+    /// `grads` is `rows.len() × dim`, aligned with `rows`; rows must be unique. Returns
+    /// the rows whose values changed: a row whose gradient is not finite is left
+    /// untouched, and so is every row when `lr` is 0 (only the accumulators move).
+    pub fn adagrad_update(&mut self, rows: &[u32], grads: &[f32], lr: f32) -> Vec<u32> {
         const EPS: f32 = 1e-8;
         debug_assert_eq!(grads.len(), rows.len() * self.dim);
-        let mut skipped = 0;
+        let mut changed = Vec::with_capacity(rows.len());
         for (i, &r) in rows.iter().enumerate() {
             let g = &grads[i * self.dim..(i + 1) * self.dim];
             let sq = g.iter().map(|x| x * x).sum::<f32>() / self.dim as f32;
             if !sq.is_finite() {
-                skipped += 1;
                 continue;
             }
             let acc = &mut self.accum[r as usize];
             *acc += sq;
             let step = lr / (acc.sqrt() + EPS);
             let start = r as usize * self.dim;
+            let mut moved = false;
             for (w, gi) in self.data[start..start + self.dim].iter_mut().zip(g) {
+                let before = *w;
                 *w -= step * gi;
+                moved |= *w != before;
+            }
+            if moved {
+                changed.push(r);
             }
         }
-        skipped
+        changed
     }
 
     /// Bytes held by values and optimizer state.
@@ -185,8 +191,7 @@ mod tests {
         let mut t = EmbeddingTable::new(2, 0.1, 1);
         t.ensure_rows(3);
         let before = t.gather(&[0, 1, 2]);
-        let skipped = t.adagrad_update(&[1], &[1.0, -1.0], 0.5);
-        assert_eq!(skipped, 0);
+        assert_eq!(t.adagrad_update(&[1], &[1.0, -1.0], 0.5), vec![1]);
         assert_eq!(t.row(0), &before[0..2]);
         assert_eq!(t.row(2), &before[4..6]);
         // First step of Adagrad moves by lr · sign(g) when all |g| are equal.
@@ -199,7 +204,10 @@ mod tests {
         let mut t = EmbeddingTable::new(2, 0.1, 1);
         t.ensure_rows(1);
         let before = t.row(0).to_vec();
-        assert_eq!(t.adagrad_update(&[0], &[f32::NAN, 1.0], 0.5), 1);
+        assert!(t.adagrad_update(&[0], &[f32::NAN, 1.0], 0.5).is_empty());
+        assert_eq!(t.row(0), before.as_slice());
+        // A learning rate of 0 changes no row.
+        assert!(t.adagrad_update(&[0], &[1.0, 1.0], 0.0).is_empty());
         assert_eq!(t.row(0), before.as_slice());
     }
 }

@@ -2,8 +2,13 @@
 
 use std::path::PathBuf;
 
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use recsys::config::Config;
 use recsys_engine::data::Format;
 use recsys_engine::eval::{EvalOptions, ModelName};
+use recsys_engine::synth::SynthConfig;
+use recsys_schemas::Event;
+use recsys_trainer::replay::{self, ReplayOptions};
 
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
@@ -73,9 +78,75 @@ pub struct EvalArgs {
     seed: u64,
     #[arg(long)]
     json: bool,
+    /// Order of same-time interactions: `file` (as read) or `shuffle` (seeded).
+    #[arg(long, default_value = "file")]
+    ties: String,
+    /// The streaming evaluation instead: a base trained on the oldest events, then the
+    /// rest replayed test-then-train through frozen, online, online-from-scratch and
+    /// popularity arms. It trains the `[model]` of the configuration, as `recsys train`
+    /// does (the model flags above are for the offline evaluation).
+    #[arg(long)]
+    stream: bool,
+    /// Share of the events (the oldest) that trains the base.
+    #[arg(long, default_value_t = 0.8)]
+    base_fraction: f64,
+    /// Chronological shards the stream's figures are also given for.
+    #[arg(long, default_value_t = 10)]
+    shards: usize,
+    /// Stream events scored at most (a seeded sample); 0: all.
+    #[arg(long, default_value_t = 0)]
+    max_test_events: usize,
+    /// How often serving sees the online arm's updates, in event time: `batch` (after
+    /// every batch) or a duration such as `30s`, `1min`, `1h`, `1d`.
+    #[arg(long, default_value = "batch")]
+    sync_every: String,
+    /// Draw NDCG@10 per shard for each arm into this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Synthetic data: days the log spans, the daily chance that a user's tastes change,
+    /// the share of items launched during the span.
+    #[arg(long, default_value_t = 1)]
+    days: u32,
+    #[arg(long, default_value_t = 0.0)]
+    drift: f64,
+    #[arg(long, default_value_t = 0.0)]
+    new_items: f64,
 }
 
-pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
+/// Milliseconds of a duration such as `500ms`, `30s`, `1min`, `1h`, `1d`.
+fn duration_ms(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let n: f64 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--sync-every: {s:?} is not a duration like 30s or 1h"))?;
+    let ms = match unit {
+        "ms" => 1.0,
+        "s" => 1e3,
+        "min" | "m" => 6e4,
+        "h" => 3.6e6,
+        "d" => 8.64e7,
+        _ => anyhow::bail!("--sync-every: unit of {s:?} must be ms, s, min, h or d"),
+    };
+    Ok((n * ms) as i64)
+}
+
+/// Sorts `events` by time; same-time events keep file order, or are shuffled (seeded).
+fn in_time_order(mut events: Vec<Event>, ties: &str, seed: u64) -> anyhow::Result<Vec<Event>> {
+    match ties {
+        "file" => {}
+        "shuffle" => events.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x71E5)),
+        other => anyhow::bail!("--ties: expected file or shuffle, got {other:?}"),
+    }
+    events.sort_by_key(|e| e.ts);
+    Ok(events)
+}
+
+pub async fn run(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {
+    if a.stream {
+        return stream(a, cfg).await;
+    }
     let loss = serde_json::from_value(serde_json::Value::String(a.loss.clone()))
         .map_err(|_| anyhow::anyhow!("--loss: expected softmax or bpr, got {:?}", a.loss))?;
     if a.batch == 0 || a.epochs > 10_000 {
@@ -109,6 +180,54 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
     };
     let report = tokio::task::spawn_blocking(move || recsys_engine::eval::run(&opts)).await??;
     recsys::eval::print(&report);
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn stream(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {
+    let synthetic = SynthConfig {
+        users: a.users,
+        items: a.items,
+        events: a.events,
+        days: a.days,
+        drift: a.drift,
+        new_items: a.new_items,
+        seed: a.seed,
+        ..SynthConfig::default()
+    };
+    let events = if a.synthetic {
+        synthetic
+            .generate()
+            .map_err(anyhow::Error::msg)?
+            .all_events()
+    } else if let Some(path) = &a.path {
+        recsys_engine::data::read(a.format, path)?
+    } else {
+        anyhow::bail!("--stream: give a data file (--format F PATH) or --synthetic");
+    };
+    let events = in_time_order(events, &a.ties, a.seed)?;
+    let opts = ReplayOptions {
+        base_fraction: a.base_fraction,
+        shards: a.shards,
+        max_test_events: a.max_test_events,
+        sync_every_ms: match a.sync_every.as_str() {
+            "batch" => None,
+            d => Some(duration_ms(d)?),
+        },
+        sync_curve: true,
+        trainer: cfg.trainer.clone(),
+        model: cfg.model.clone(),
+        base_epochs: a.epochs,
+        base_batch: a.batch,
+        backend: cfg.compute.backend,
+        seed: a.seed,
+        online_learning_rate: None,
+        plot: a.plot.clone(),
+    };
+    let report = tokio::task::spawn_blocking(move || replay::run(&events, &opts)).await??;
+    recsys::eval::print_stream(&report);
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     }

@@ -97,7 +97,7 @@ pub async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Train => recsys::run::train(cfg).await?,
         Command::Serve => recsys::run::serve(cfg).await?,
         Command::Bench { what } => bench::run(what, cfg).await?,
-        Command::Eval(a) => eval::run(*a).await?,
+        Command::Eval(a) => eval::run(*a, cfg).await?,
         Command::Archive(a) => nightly::archive(a, &cfg).await?,
         Command::Generate(a) => nightly::generate(a)?,
         Command::Retrain(a) => nightly::retrain(*a, &cfg).await?,

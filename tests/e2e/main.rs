@@ -8,6 +8,7 @@ mod follow;
 mod generations;
 mod pipeline;
 mod redis_store;
+mod replay;
 
 use std::net::SocketAddr;
 

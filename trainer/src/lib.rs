@@ -8,6 +8,8 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod online;
+pub mod prequential;
+pub mod replay;
 pub mod retrain;
 pub mod sink;
 

@@ -8,17 +8,30 @@ use crate::ids::IdMap;
 /// Recent items averaged into a fold-in vector.
 pub const FOLD_IN_ITEMS: usize = 50;
 
-/// The mean of the index vectors of the first [`FOLD_IN_ITEMS`] of `recent` (newest
-/// first) that the index holds; `None` when it holds none of them.
+/// The mean of the index vectors of those of the first [`FOLD_IN_ITEMS`] of `recent`
+/// (newest first) that the index holds; `None` when it holds none of them.
 pub fn fold_in<'a>(
     ids: &IdMap,
     index: &ItemIndex,
     recent: impl IntoIterator<Item = &'a str>,
 ) -> Option<Vec<f32>> {
-    let mut sum = vec![0.0f32; index.dim()];
+    fold_in_with(index.dim(), recent, |item| {
+        ids.get(item).and_then(|row| index.vector(u64::from(row)))
+    })
+}
+
+/// [`fold_in`] over any source of item vectors of dimension `dim`: the mean of
+/// `vector(item)` over those of the first [`FOLD_IN_ITEMS`] of `recent` it knows. The streaming
+/// evaluation folds users in through this, with its own copy of what serving holds.
+pub fn fold_in_with<'a, 'v>(
+    dim: usize,
+    recent: impl IntoIterator<Item = &'a str>,
+    vector: impl Fn(&str) -> Option<&'v [f32]>,
+) -> Option<Vec<f32>> {
+    let mut sum = vec![0.0f32; dim];
     let mut n = 0usize;
     for item in recent.into_iter().take(FOLD_IN_ITEMS) {
-        let Some(v) = ids.get(item).and_then(|row| index.vector(u64::from(row))) else {
+        let Some(v) = vector(item) else {
             continue;
         };
         sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);

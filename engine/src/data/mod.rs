@@ -1,5 +1,6 @@
 //! Readers of interaction files for `recsys eval` and the streaming evaluation: the
-//! MovieLens formats, JSON lines of events, and Parquet in the archive's Arrow schema.
+//! MovieLens formats, JSON lines of events, Parquet in the archive's Arrow schema, and
+//! plain `user item seconds` text.
 //! Every error names the file and, for text formats, the line.
 
 use std::fs::File;
@@ -14,6 +15,7 @@ use crate::{EngineError, Result};
 mod jsonl;
 mod movielens;
 mod parquet_file;
+mod text;
 
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +27,13 @@ pub enum Format {
     Jsonl,
     /// Parquet in the archive's Arrow schema (`user_id`, `item_id`, `ts`, ...).
     Parquet,
+    /// `user item seconds [weight]` a line, white-space separated (JODIE's logs).
+    Text,
 }
 
 impl Format {
     /// Every format's name, as [`FromStr`] reads it.
-    pub const NAMES: [&str; 3] = ["movielens", "jsonl", "parquet"];
+    pub const NAMES: [&str; 4] = ["movielens", "jsonl", "parquet", "text"];
 }
 
 impl FromStr for Format {
@@ -40,6 +44,7 @@ impl FromStr for Format {
             "movielens" => Ok(Self::Movielens),
             "jsonl" => Ok(Self::Jsonl),
             "parquet" => Ok(Self::Parquet),
+            "text" => Ok(Self::Text),
             other => Err(EngineError::Data(format!(
                 "format {other:?}: expected one of {}",
                 Self::NAMES.join(", ")
@@ -54,6 +59,7 @@ pub fn read(format: Format, path: &Path) -> Result<Vec<Event>> {
         Format::Movielens => movielens::read(path),
         Format::Jsonl => jsonl::read(path),
         Format::Parquet => parquet_file::read(path),
+        Format::Text => text::read(path),
     }
 }
 

@@ -89,6 +89,11 @@ impl TwoTowerModel {
         &self.cfg
     }
 
+    /// Changes the id and category tables' learning rate from the next step on.
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        self.cfg.learning_rate = lr.max(0.0);
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -3,7 +3,7 @@
 //! the rows and recent items to publish; also expiry and item metadata. The Kafka loop
 //! runs this on a blocking thread; nothing here waits on the network.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use recsys_schemas::{Event, ItemMeta};
 use tracing::{debug, info, warn};
 
 use super::stats::TrainerStats;
+use crate::prequential::{ServedState, rank_as_served};
 use crate::{Result, TrainerConfig};
 
 /// Pending (not yet admitted) ids remembered per kind under `trainer.min_count`.
@@ -22,17 +23,17 @@ const MAX_PENDING_IDS: usize = 1_000_000;
 
 /// Rows changed since the last publish, and the users' new items.
 #[derive(Default)]
-pub(super) struct Dirty {
-    pub(super) users: HashSet<u32>,
-    pub(super) items: HashSet<u32>,
-    pub(super) new_items: HashMap<u32, Vec<String>>,
+pub(crate) struct Dirty {
+    pub(crate) users: HashSet<u32>,
+    pub(crate) items: HashSet<u32>,
+    pub(crate) new_items: HashMap<u32, Vec<String>>,
     /// Items hidden since the last publish: tombstones to send.
-    pub(super) hidden: HashSet<String>,
+    pub(crate) hidden: HashSet<String>,
 }
 
 /// What became of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Applied {
+pub(crate) enum Applied {
     /// Trained on (events of ids not admitted yet count as applied too).
     Trained,
     /// Skipped for a non-finite loss: no parameter changed.
@@ -40,34 +41,41 @@ pub(super) enum Applied {
 }
 
 /// The model and everything the trainer keeps beside it.
-pub(super) struct Learner {
-    pub(super) model: Model,
-    pub(super) popularity: Popularity,
-    pub(super) dirty: Dirty,
+pub(crate) struct Learner {
+    pub(crate) model: Model,
+    pub(crate) popularity: Popularity,
+    pub(crate) dirty: Dirty,
     /// Items hidden by the `items` topic: never published, never in a snapshot or the
     /// popular list.
-    pub(super) hidden: HashSet<String>,
+    pub(crate) hidden: HashSet<String>,
     prequential: Prequential,
+    /// Each user's recent item rows, newest first (at most `history_len`, each once):
+    /// what serving excludes and folds in, for the prequential scoring. Kept only while
+    /// prequential scoring is on.
+    recent: HashMap<u32, VecDeque<u32>>,
+    history_len: usize,
     batches_seen: u64,
     /// Minimum-count admission of new users and items.
     admit_users: Admission,
     admit_items: Admission,
     /// Newest event time seen (ms): expiry runs in event time, so a replay expires the
     /// same ids.
-    pub(super) newest_ts: i64,
+    pub(crate) newest_ts: i64,
     min_count: u32,
     prequential_sample: usize,
     prequential_every_batches: u64,
 }
 
 impl Learner {
-    pub(super) fn new(cfg: &TrainerConfig, model: Model) -> Self {
+    pub(crate) fn new(cfg: &TrainerConfig, model: Model) -> Self {
         Self {
             model,
             popularity: Popularity::new(cfg.popularity_half_life_s * 1000.0),
             dirty: Dirty::default(),
             hidden: HashSet::new(),
             prequential: Prequential::new(10, cfg.prequential_window),
+            recent: HashMap::new(),
+            history_len: cfg.history_len,
             batches_seen: 0,
             admit_users: Admission::new(cfg.min_count, MAX_PENDING_IDS),
             admit_items: Admission::new(cfg.min_count, MAX_PENDING_IDS),
@@ -82,7 +90,7 @@ impl Learner {
     /// batches) a sample of its events ranked by the model as it was before them, the
     /// model's step, and on success the popularity counts and the rows and recent items
     /// to publish. Counts land in `stats`.
-    pub(super) fn train(&mut self, batch: Vec<Event>, stats: &TrainerStats) -> Result<Applied> {
+    pub(crate) fn train(&mut self, batch: Vec<Event>, stats: &TrainerStats) -> Result<Applied> {
         if let Some(newest) = batch.iter().map(|e| e.ts).max() {
             self.newest_ts = self.newest_ts.max(newest);
         }
@@ -139,6 +147,12 @@ impl Learner {
                 .entry(u)
                 .or_default()
                 .push(e.item_id.clone());
+            if self.prequential_sample > 0 {
+                let recent = self.recent.entry(u).or_default();
+                recent.retain(|&r| r != i);
+                recent.push_front(i);
+                recent.truncate(self.history_len);
+            }
         }
         Ok(Applied::Trained)
     }
@@ -166,36 +180,48 @@ impl Learner {
     }
 
     /// Test, then train: `sample` events evenly spaced through the batch, ranked by the
-    /// model as it is before it sees them.
+    /// model as it is before it sees them, the way serving would answer their users
+    /// ([`rank_as_served`]: own vector, else fold-in, else popularity; recent items
+    /// excluded).
     fn score(&mut self, batch: &[Event], sample: usize, stats: &TrainerStats) {
         let step = batch.len().div_ceil(sample).max(1);
         let picked: Vec<&Event> = batch.iter().step_by(step).collect();
-        match self.model.ranks(&picked) {
-            Ok(ranks) if !ranks.is_empty() => {
-                for r in ranks {
-                    self.prequential.push(r);
-                }
-                let (hr, ndcg) = (self.prequential.hit_rate(), self.prequential.ndcg());
-                stats
-                    .prequential_hr_bits
-                    .store(hr.to_bits(), Ordering::Relaxed);
-                stats
-                    .prequential_ndcg_bits
-                    .store(ndcg.to_bits(), Ordering::Relaxed);
-                stats
-                    .prequential_scored
-                    .store(self.prequential.scored(), Ordering::Relaxed);
-                debug!(hr_at_10 = hr, ndcg_at_10 = ndcg, "prequential");
+        let state = match LiveState::of(&self.model, &self.popularity) {
+            Ok(state) => state,
+            Err(e) => {
+                warn!(error = %e, "prequential scoring failed");
+                return;
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "prequential scoring failed"),
+        };
+        let ids = self.model.item_ids();
+        for e in picked {
+            let user = self.model.user_ids().get(&e.user_id);
+            let vector = user.and_then(|_| self.model.user_vector(&e.user_id));
+            let recent = user
+                .and_then(|u| self.recent.get(&u))
+                .into_iter()
+                .flatten()
+                .filter_map(|&r| ids.id(r));
+            let ranked = rank_as_served(&state, vector.as_deref(), recent, &e.item_id);
+            self.prequential.push(ranked.rank);
         }
+        let (hr, ndcg) = (self.prequential.hit_rate(), self.prequential.ndcg());
+        stats
+            .prequential_hr_bits
+            .store(hr.to_bits(), Ordering::Relaxed);
+        stats
+            .prequential_ndcg_bits
+            .store(ndcg.to_bits(), Ordering::Relaxed);
+        stats
+            .prequential_scored
+            .store(self.prequential.scored(), Ordering::Relaxed);
+        debug!(hr_at_10 = hr, ndcg_at_10 = ndcg, "prequential");
     }
 
     /// Expires users and items unseen for `expire_after_s` before the newest event:
     /// their rows are freed for new ids and leave the popular list. Returns the expired
     /// item ids, which need tombstones.
-    pub(super) fn expire(&mut self, expire_after_s: u64, stats: &TrainerStats) -> Vec<String> {
+    pub(crate) fn expire(&mut self, expire_after_s: u64, stats: &TrainerStats) -> Vec<String> {
         if self.newest_ts == i64::MIN {
             return Vec::new();
         }
@@ -213,6 +239,13 @@ impl Learner {
         for &(row, _) in &expired.users {
             self.dirty.users.remove(&row);
             self.dirty.new_items.remove(&row);
+            self.recent.remove(&row);
+        }
+        if !expired.items.is_empty() && !self.recent.is_empty() {
+            let gone: HashSet<u32> = expired.items.iter().map(|x| x.0).collect();
+            self.recent
+                .values_mut()
+                .for_each(|r| r.retain(|i| !gone.contains(i)));
         }
         stats
             .users_expired
@@ -232,7 +265,7 @@ impl Learner {
     /// Applies one item-metadata message: hiding an item queues a tombstone and keeps
     /// its vector out of every later publish and snapshot; showing it again republishes
     /// its vector.
-    pub(super) fn item_meta(&mut self, meta: ItemMeta, stats: &TrainerStats) {
+    pub(crate) fn item_meta(&mut self, meta: ItemMeta, stats: &TrainerStats) {
         stats.item_updates.fetch_add(1, Ordering::Relaxed);
         self.model
             .set_item_categories(&meta.item_id, &meta.categories);
@@ -254,10 +287,60 @@ impl Learner {
     }
 
     /// Rows of the hidden items the model knows.
-    pub(super) fn hidden_rows(&self) -> HashSet<u32> {
+    pub(crate) fn hidden_rows(&self) -> HashSet<u32> {
         self.hidden
             .iter()
             .filter_map(|id| self.model.item_ids().get(id))
             .collect()
+    }
+}
+
+/// The live model as serving sees it right after a publish: every item's vector and
+/// popularity, by the model's item rows.
+struct LiveState<'a> {
+    model: &'a Model,
+    popularity: &'a Popularity,
+    vectors: Vec<f32>,
+    live: Vec<bool>,
+}
+
+impl<'a> LiveState<'a> {
+    fn of(model: &'a Model, popularity: &'a Popularity) -> Result<Self> {
+        let ids = model.item_ids();
+        let rows: Vec<u32> = (0..ids.len() as u32).collect();
+        Ok(Self {
+            vectors: model.item_vectors(&rows)?,
+            live: rows.iter().map(|&r| ids.id(r).is_some()).collect(),
+            model,
+            popularity,
+        })
+    }
+}
+
+impl ServedState for LiveState<'_> {
+    fn dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    fn items(&self) -> usize {
+        self.live.len()
+    }
+
+    fn item_vector(&self, row: u32) -> Option<&[f32]> {
+        let d = self.model.dim();
+        let r = row as usize;
+        self.live
+            .get(r)
+            .copied()
+            .unwrap_or(false)
+            .then(|| &self.vectors[r * d..(r + 1) * d])
+    }
+
+    fn popularity(&self, row: u32) -> f64 {
+        self.popularity.score(row)
+    }
+
+    fn row(&self, item: &str) -> Option<u32> {
+        self.model.item_ids().get(item)
     }
 }

@@ -14,11 +14,11 @@
 mod checkpoint;
 mod generation;
 mod ingest;
-mod learner;
+pub(crate) mod learner;
 mod progress;
 mod publish;
 mod snapshot;
-mod stats;
+pub(crate) mod stats;
 mod trainer;
 
 pub use stats::TrainerStats;
