@@ -6,7 +6,6 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::run::StreamReport;
 use super::tally::ArmReport;
 use crate::{Result, TrainerError};
 
@@ -14,14 +13,16 @@ fn plot_err(e: impl std::fmt::Display) -> TrainerError {
     TrainerError::Plot(e.to_string())
 }
 
-pub(super) fn shards(path: &Path, r: &StreamReport) -> Result<()> {
-    let arms: [(&ArmReport, RGBColor); 4] = [
-        (&r.frozen, RGBColor(127, 127, 127)),
-        (&r.online, RGBColor(31, 119, 180)),
-        (&r.online_scratch, RGBColor(44, 160, 44)),
-        (&r.popularity, RGBColor(255, 127, 14)),
+/// `arms`: frozen, online, online from scratch, popularity.
+pub(super) fn shards(path: &Path, arms: [&ArmReport; 4]) -> Result<()> {
+    let colours = [
+        RGBColor(127, 127, 127),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(255, 127, 14),
     ];
-    let shards = r.online.shards.len().max(1);
+    let arms: Vec<(&ArmReport, RGBColor)> = arms.into_iter().zip(colours).collect();
+    let shards = arms[1].0.shards.len().max(1);
     let top = arms
         .iter()
         .flat_map(|(a, _)| a.shards.iter().map(|s| s.ndcg_at_10))
@@ -34,7 +35,7 @@ pub(super) fn shards(path: &Path, r: &StreamReport) -> Result<()> {
         .margin(20)
         .build_cartesian_2d(-0.5f64..shards as f64 - 0.5, 0.0f64..top)
         .map_err(plot_err)?;
-    for (arm, colour) in arms {
+    for &(arm, colour) in &arms {
         let points: Vec<(f64, f64)> = arm
             .shards
             .iter()

@@ -264,7 +264,15 @@ pub fn run(events: &[Event], opts: &ReplayOptions) -> Result<StreamReport> {
         plot: None,
     };
     if let Some(path) = &opts.plot {
-        plot::shards(path, &report)?;
+        plot::shards(
+            path,
+            [
+                &report.frozen,
+                &report.online,
+                &report.online_scratch,
+                &report.popularity,
+            ],
+        )?;
         report.plot = Some(path.display().to_string());
     }
     Ok(report)
