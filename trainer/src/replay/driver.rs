@@ -60,7 +60,11 @@ impl Arm {
 
 /// The shared state every arm reads, and the settings of the replay.
 pub(super) struct Setup {
+    /// Events per batch at most, and the event time a batch may span (ms): the online
+    /// trainer's `batch_size` and `batch_timeout_ms`, with the log's timestamps as the
+    /// moments its events would have arrived.
     pub(super) batch: usize,
+    pub(super) batch_span_ms: i64,
     pub(super) history_len: usize,
     pub(super) popularity_half_life_ms: f64,
     pub(super) shards: usize,
@@ -104,13 +108,16 @@ pub(super) fn replay(
     let mut counts = Counts::default();
     let mut users: HashSet<&str> = known_users.clone();
     let n = stream.len().max(1);
-    for (b, batch) in stream.chunks(setup.batch.max(1)).enumerate() {
+    let mut first = 0usize;
+    for batch in batches(stream, setup.batch, setup.batch_span_ms) {
+        let offset = first;
+        first += batch.len();
         for e in batch {
             catalog.get_or_insert(&e.item_id);
             users.insert(&e.user_id);
         }
         for (k, e) in batch.iter().enumerate() {
-            let pos = b * setup.batch.max(1) + k;
+            let pos = offset + k;
             if setup.scored.as_ref().is_some_and(|s| !s.contains(&pos)) {
                 continue;
             }
@@ -174,6 +181,22 @@ pub(super) fn replay(
             .collect(),
         counts,
     ))
+}
+
+/// `stream` cut as the online trainer cuts what it receives: a batch ends when it holds
+/// `size` events or the next event comes `span_ms` or more after its first one.
+pub(super) fn batches(stream: &[Event], size: usize, span_ms: i64) -> Vec<&[Event]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for k in 1..=stream.len() {
+        let full = k - start >= size.max(1);
+        let late = k < stream.len() && stream[k].ts - stream[start].ts >= span_ms;
+        if k == stream.len() || full || late {
+            out.push(&stream[start..k]);
+            start = k;
+        }
+    }
+    out
 }
 
 /// Each user's events of `events`, in order, moved to the front of their history.

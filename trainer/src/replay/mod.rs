@@ -2,8 +2,10 @@
 //! (arXiv 2209.07663 §3.1.2) with test-then-train scoring (Vinagre et al. 2014).
 //!
 //! All interactions in time order; the first `base_fraction` trains a base model with
-//! the batch recipe; the rest is the stream, in the online trainer's micro-batches. Each
-//! batch is first scored, every event of it (or a seeded sample) ranked as serving would
+//! the batch recipe; the rest is the stream, cut into micro-batches as the online trainer
+//! cuts what it receives (at `trainer.batch_size` events, or when the next event comes
+//! `trainer.batch_timeout_ms` or more of event time after a batch's first). Each batch
+//! is first scored, every event of it (or a seeded sample) ranked as serving would
 //! answer its user at that moment ([`crate::prequential::rank_as_served`]: the user's
 //! published vector, else a fold-in of their recent items, else the popular list; recent
 //! items never recommended), then learnt from. The arms differ only in their model:

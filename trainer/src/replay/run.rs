@@ -209,6 +209,7 @@ pub fn run(events: &[Event], opts: &ReplayOptions) -> Result<StreamReport> {
     });
     let setup = Setup {
         batch: trainer.batch_size,
+        batch_span_ms: trainer.batch_timeout_ms as i64,
         history_len: trainer.history_len,
         popularity_half_life_ms: trainer.popularity_half_life_s * 1000.0,
         shards: opts.shards.max(1),

@@ -103,6 +103,7 @@ fn no_event_is_scored_by_a_model_that_learnt_from_it() {
     start.publish_items(learners[0].item_vectors(&i).unwrap(), &mut catalog);
     let setup = Setup {
         batch: 16,
+        batch_span_ms: i64::MAX,
         history_len: 500,
         popularity_half_life_ms: 1e12,
         shards: 4,
@@ -187,4 +188,31 @@ fn sync_intervals_make_a_curve_between_every_batch_and_frozen() {
     assert_eq!(report.sync_curve[0].ndcg_at_10, report.online.ndcg_at_10);
     assert_eq!(report.sync_curve[4].ndcg_at_10, report.frozen.ndcg_at_10);
     assert!(report.replay_events_per_s > 0.0);
+}
+
+#[test]
+fn batches_close_when_full_or_when_their_time_is_up() {
+    let at = |ts: &[i64]| -> Vec<Event> {
+        ts.iter()
+            .map(|&ts| Event {
+                user_id: "u".into(),
+                item_id: "i".into(),
+                kind: "click".into(),
+                weight: 1.0,
+                ts,
+                event_id: None,
+            })
+            .collect()
+    };
+    let sizes = |events: &[Event], size, span| -> Vec<usize> {
+        super::driver::batches(events, size, span)
+            .iter()
+            .map(|b| b.len())
+            .collect()
+    };
+    let e = at(&[0, 10, 150, 199, 200, 205, 900, 901, 902]);
+    assert_eq!(sizes(&e, 1024, 200), [4, 2, 3]);
+    assert_eq!(sizes(&e, 2, 200), [2, 2, 2, 2, 1]);
+    assert_eq!(sizes(&e, 1024, i64::MAX), [9]);
+    assert!(super::driver::batches(&[], 4, 200).is_empty());
 }
