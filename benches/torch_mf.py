@@ -9,11 +9,12 @@ and calls this script itself; to run it by hand:
 
 The step matches the Rust trainer's: for a batch of (user, item) rows, gather the batch's
 user rows and its *unique* item rows from sparse embedding tables (d = --dim), score every
-event's user against every unique item (in-batch sampled softmax, temperature 1), cross
-entropy against the event's own item, backward, and an Adagrad step on the touched rows
+event's user against every unique item plus --negatives uniformly drawn items (sampled
+softmax, temperature 1; with --negatives at least --items, every item: a full softmax),
+cross entropy against the event's own item, backward, and an Adagrad step on the touched rows
 only (`nn.Embedding(sparse=True)` + `torch.optim.Adagrad`, which supports sparse
-gradients). Differences, both in PyTorch's favour: Adagrad here keeps one accumulator per
-weight (the Rust tables keep one per row) and there is no L2 term.
+gradients). Differences, all in PyTorch's favour: Adagrad here keeps one accumulator per
+weight (the Rust tables keep one per row), there is no L2 term and no logQ correction.
 
 `--data` holds little-endian int32 pairs (user row, item row), in stream order. The last
 line printed is one JSON object.
@@ -34,7 +35,9 @@ def main() -> int:
     p.add_argument("--items", type=int, required=True)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--negatives", type=int, default=2048,
+                   help="uniform negatives per step; >= --items: every item")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=5, help="batches before the clock starts")
     a = p.parse_args()
@@ -54,9 +57,16 @@ def main() -> int:
         items.weight.uniform_(-0.1, 0.1)
     opt = torch.optim.Adagrad(list(users.parameters()) + list(items.parameters()), lr=a.lr)
 
+    full = a.negatives >= a.items
+
     def step(batch: torch.Tensor) -> float:
         u, i = batch[:, 0], batch[:, 1]
-        unique, target = torch.unique(i, return_inverse=True)
+        if full:
+            unique, target = torch.arange(a.items), i
+        else:
+            drawn = torch.randint(a.items, (a.negatives,))
+            unique, inverse = torch.unique(torch.cat([i, drawn]), return_inverse=True)
+            target = inverse[: len(i)]
         logits = users(u) @ items(unique).T
         loss = torch.nn.functional.cross_entropy(logits, target)
         opt.zero_grad(set_to_none=True)
@@ -75,7 +85,8 @@ def main() -> int:
     secs = time.perf_counter() - start
     events = sum(len(b) for b in timed)
     rate = events / secs if secs > 0 else float("nan")
-    print(f"torch {torch.__version__} MF d={a.dim} batch {a.batch}: {rate:.0f} events/s "
+    print(f"torch {torch.__version__} MF d={a.dim} batch {a.batch} negatives {a.negatives}: "
+          f"{rate:.0f} events/s "
           f"({a.threads} threads, last loss {loss:.3f})", file=sys.stderr)
     print(json.dumps({"events_per_s": rate, "events": events, "seconds": secs,
                       "torch_version": torch.__version__, "threads": a.threads,

@@ -65,7 +65,7 @@ fn layout((rs, cs): (usize, usize), rows: usize, cols: usize) -> (bool, usize) {
 /// per operand (one of them 1). Row-major `C = A·B` is column-major `Cᵀ = Bᵀ·Aᵀ`, which
 /// is what BLAS is asked for.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mf;
 pub mod model;
 pub mod popularity;
+pub mod refit;
 pub mod synth;
 pub mod table;
 pub mod train;

@@ -212,11 +212,21 @@ pub(crate) fn candidates(
         LossKind::Bpr => items.len(),
         LossKind::Softmax => s.negatives,
     };
-    let sampled: Vec<i64> = uniform_rows(s.seed, step, catalog, extra)
-        .into_iter()
-        .map(|r| position(r, &mut rows))
-        .collect();
-    let log_q = if s.logq_correction && s.kind == LossKind::Softmax {
+    // As many negatives as the catalog holds: every item, a full softmax, whose
+    // candidates are not a sample and need no correction.
+    let full = s.kind == LossKind::Softmax && s.negatives >= catalog;
+    let sampled: Vec<i64> = if full {
+        (0..catalog as u32).for_each(|r| {
+            position(r, &mut rows);
+        });
+        Vec::new()
+    } else {
+        uniform_rows(s.seed, step, catalog, extra)
+            .into_iter()
+            .map(|r| position(r, &mut rows))
+            .collect()
+    };
+    let log_q = if s.logq_correction && s.kind == LossKind::Softmax && !full {
         let uniform = ((s.negatives as f64) / catalog.max(1) as f64).ln() as f32;
         rows.iter()
             .enumerate()

@@ -65,6 +65,8 @@ pub struct MfConfig {
     /// (tested against it), several times faster. false: burn autodiff everywhere.
     pub fused_cpu_step: bool,
     /// Softmax only: uniformly sampled negatives added to each step's in-batch items.
+    /// At least the catalog's size: every item is a candidate of every step (a full
+    /// softmax, which needs no logQ correction).
     pub negatives: usize,
     pub seed: u64,
 }
@@ -73,14 +75,14 @@ impl Default for MfConfig {
     fn default() -> Self {
         Self {
             dim: 64,
-            learning_rate: 0.05,
+            learning_rate: 0.1,
             init_scale: 0.1,
             temperature: 1.0,
             l2: 1e-4,
             logq_correction: true,
             loss: LossKind::Softmax,
             fused_cpu_step: true,
-            negatives: 0,
+            negatives: 2048,
             seed: 17,
         }
     }
@@ -137,6 +139,10 @@ pub struct MfModel {
     item_seen: Vec<u32>,
     /// Softmax steps take the fused CPU path (see [`MfConfig::fused_cpu_step`]).
     fused: bool,
+    /// `VᵀV` of the item table, kept up to date once a refit has asked for it.
+    gram: Option<crate::refit::Gram>,
+    /// See [`Self::set_nominal_batch`].
+    nominal_batch: f32,
 }
 
 /// Whether a model with `fused_cpu_step` on `device` takes the fused CPU path.
@@ -165,6 +171,8 @@ impl MfModel {
             steps: 0,
             user_seen: Vec::new(),
             item_seen: Vec::new(),
+            gram: None,
+            nominal_batch: 0.0,
         })
     }
 
@@ -175,6 +183,15 @@ impl MfModel {
     /// Changes the tables' learning rate from the next step on (0 freezes them).
     pub fn set_learning_rate(&mut self, lr: f32) {
         self.cfg.learning_rate = lr.max(0.0);
+    }
+
+    /// From the next step on, a step's gradient is its batch's summed loss over at least
+    /// this much weight rather than its mean: a batch of 3 events when `nominal` is 1024
+    /// moves the rows 3/1024 as far as a full batch does, so an event counts the same
+    /// whether it came in a full batch or nearly alone. (The online trainer's batches are
+    /// as small as the stream is slow; 0, the default, is the plain mean.)
+    pub fn set_nominal_batch(&mut self, nominal: f32) {
+        self.nominal_batch = nominal.max(0.0);
     }
 
     /// The model's state, copied.
@@ -234,6 +251,8 @@ impl MfModel {
             steps: p.steps,
             user_seen: p.user_seen,
             item_seen: p.item_seen,
+            gram: None,
+            nominal_batch: 0.0,
         })
     }
 
@@ -266,6 +285,43 @@ impl MfModel {
         self.items.row(row)
     }
 
+    /// Solves the given users' vectors against the current item vectors
+    /// ([`crate::refit::refit_users`]): each `(user row, its item rows)`. Returns the rows
+    /// rewritten.
+    pub fn refit_users(&mut self, users: &[(u32, Vec<u32>)], alpha: f32, lambda: f32) -> Vec<u32> {
+        if users.is_empty() {
+            return Vec::new();
+        }
+        if self.gram.as_ref().is_none_or(crate::refit::Gram::stale) {
+            // Every row, a freed one with its initial values too: the cache then
+            // follows each row change without asking which rows hold an id.
+            let (items, d) = (&self.items, self.cfg.dim);
+            let rows = (0..items.rows() as u32).map(|r| items.row(r));
+            self.gram = Some(crate::refit::Gram::of(d, rows));
+        }
+        let Some(gram) = self.gram.as_ref() else {
+            return Vec::new();
+        };
+        let refits: Vec<crate::refit::Refit<'_>> = users
+            .iter()
+            .map(|(user, items)| crate::refit::Refit {
+                start: self.users.row(*user),
+                items: items.iter().map(|&r| self.items.row(r)).collect(),
+            })
+            .collect();
+        let d = self.cfg.dim;
+        let solved = crate::refit::refit_users(gram.matrix(), &refits, d, alpha, lambda);
+        drop(refits);
+        let mut done = Vec::with_capacity(users.len());
+        for ((user, _), u) in users.iter().zip(solved.chunks(d)) {
+            if u.iter().all(|x| x.is_finite()) {
+                self.users.set_row(*user, u);
+                done.push(*user);
+            }
+        }
+        done
+    }
+
     /// Bytes held by tables and optimizer state (id maps not included).
     pub fn table_bytes(&self) -> usize {
         self.users.memory_bytes()
@@ -285,7 +341,13 @@ impl MfModel {
             batch.push((u, i, e.weight));
         }
         self.users.ensure_rows(self.user_ids.len());
+        let old_rows = self.items.rows();
         self.items.ensure_rows(self.item_ids.len());
+        if let Some(gram) = self.gram.as_mut() {
+            for r in old_rows as u32..self.items.rows() as u32 {
+                gram.replace(None, Some(self.items.row(r)));
+            }
+        }
         self.user_seen.resize(self.user_ids.len(), 0);
         self.item_seen.resize(self.item_ids.len(), 0);
         self.train_rows(&batch)
@@ -300,8 +362,12 @@ impl MfModel {
             self.users.reset_row(r);
         }
         for &(r, _) in &items {
+            let old = self.gram.is_some().then(|| self.items.row(r).to_vec());
             self.items.reset_row(r);
             self.freq.reset(r);
+            if let Some(gram) = self.gram.as_mut() {
+                gram.replace(old.as_deref(), Some(self.items.row(r)));
+            }
         }
         Expired { users, items }
     }
@@ -359,8 +425,17 @@ impl MfModel {
         add_l2(&mut gu, &self.users, &u_rows, l2);
         let mut gi = step.item_grads;
         add_l2(&mut gi, &self.items, &i_rows, l2);
+        let weight: f32 = batch.iter().map(|b| b.2.max(0.0)).sum();
+        if weight < self.nominal_batch {
+            let share = weight / self.nominal_batch;
+            gu.iter_mut().chain(gi.iter_mut()).for_each(|g| *g *= share);
+        }
         let users = self.users.adagrad_update(&u_rows, &gu, lr);
+        let before = self.gram.is_some().then(|| self.items.gather(&i_rows));
         let items = self.items.adagrad_update(&i_rows, &gi, lr);
+        if let (Some(gram), Some(before)) = (self.gram.as_mut(), before) {
+            gram.replace_rows(&before, &self.items.gather(&i_rows));
+        }
         Ok((stats, users, items))
     }
 
@@ -506,7 +581,12 @@ mod tests {
 
     #[test]
     fn one_step_lowers_the_loss_of_its_batch_and_touches_only_its_rows() {
-        let mut m = MfModel::new(MfConfig::default(), cpu_autodiff_device()).unwrap();
+        // In-batch candidates only: sampled negatives (or a full softmax) touch others.
+        let cfg = MfConfig {
+            negatives: 0,
+            ..MfConfig::default()
+        };
+        let mut m = MfModel::new(cfg, cpu_autodiff_device()).unwrap();
         let ev = |u: &str, i: &str| {
             Event::from_json(
                 format!(r#"{{"user_id":"{u}","item_id":"{i}"}}"#).as_bytes(),

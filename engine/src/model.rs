@@ -77,6 +77,14 @@ impl Model {
         }
     }
 
+    /// MF: see [`MfModel::set_nominal_batch`]. (The two-tower model's steps stay means
+    /// over their batch.)
+    pub fn set_nominal_batch(&mut self, nominal: f32) {
+        if let Self::Mf(m) = self {
+            m.set_nominal_batch(nominal);
+        }
+    }
+
     pub fn kind(&self) -> ModelKind {
         match self {
             Self::Mf(_) => ModelKind::Mf,

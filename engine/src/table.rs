@@ -117,6 +117,12 @@ impl EmbeddingTable {
         self.accum[r] = 0.0;
     }
 
+    /// Overwrites row `r`'s values (its Adagrad state stays).
+    pub fn set_row(&mut self, r: u32, values: &[f32]) {
+        let start = r as usize * self.dim;
+        self.data[start..start + self.dim].copy_from_slice(values);
+    }
+
     pub fn row(&self, r: u32) -> &[f32] {
         let start = r as usize * self.dim;
         &self.data[start..start + self.dim]

@@ -50,6 +50,9 @@ pub struct TrainBenchReport {
     pub events: usize,
     pub dim: usize,
     pub batch: usize,
+    /// Uniform negatives per step, MF and two-tower (their configs' defaults).
+    pub negatives: usize,
+    pub two_tower_negatives: usize,
     pub mf_events_per_s: f64,
     pub two_tower_events_per_s: Option<f64>,
     /// The same MF step in PyTorch on the same events; null when PyTorch is missing.
@@ -112,8 +115,8 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         model.train_events(b).map(|_| ())
     })?;
     eprintln!(
-        "MF d={} batch {}: {mf_events_per_s:.0} events/s",
-        opts.dim, opts.batch
+        "MF d={} batch {} negatives {}: {mf_events_per_s:.0} events/s",
+        opts.dim, opts.batch, cfg.negatives
     );
     drop(model);
 
@@ -131,7 +134,7 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     drop(tower);
 
     let torch_mf_events_per_s = match &opts.torch_script {
-        Some(script) => torch_peer(script, &data.train, &opts)?,
+        Some(script) => torch_peer(script, &data.train, &opts, &cfg)?,
         None => None,
     };
     let mf_vs_torch = torch_mf_events_per_s.map(|t| mf_events_per_s / t);
@@ -142,6 +145,7 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
 
     // Memory: a fresh model learns `memory_users` users over 1,000 items; the RSS growth
     // divided by the users is what one user costs (the 1,000 item rows are noise).
+    let negatives = cfg.negatives;
     let mut model = MfModel::new(cfg, autodiff_device(opts.backend)?)?;
     let bytes_per_user = memory_per_user(opts.memory_users, opts.batch, |b| {
         model.train_events(b).map(|_| ())
@@ -168,6 +172,8 @@ pub fn train(opts: TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         events: opts.events,
         dim: opts.dim,
         batch: opts.batch,
+        negatives,
+        two_tower_negatives: tower_cfg.negatives,
         mf_events_per_s,
         two_tower_events_per_s: Some(two_tower_events_per_s),
         torch_mf_events_per_s,
@@ -242,6 +248,7 @@ fn torch_peer(
     script: &std::path::Path,
     events: &[recsys_schemas::Event],
     opts: &TrainBenchOptions,
+    cfg: &recsys_engine::mf::MfConfig,
 ) -> anyhow::Result<Option<f64>> {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import torch"])
@@ -273,6 +280,8 @@ fn torch_peer(
         .args(["--items", &items.len().to_string()])
         .args(["--dim", &opts.dim.to_string()])
         .args(["--batch", &opts.batch.to_string()])
+        .args(["--lr", &cfg.learning_rate.to_string()])
+        .args(["--negatives", &cfg.negatives.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", script.display()))?;

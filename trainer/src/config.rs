@@ -69,6 +69,14 @@ pub struct TrainerConfig {
     pub prequential_every_batches: u64,
     /// HitRate@10 and NDCG@10 are averaged over the last this many ranked events.
     pub prequential_window: usize,
+    /// After each step, solve the batch's users' vectors outright (MF only) against
+    /// the item vectors from their recent items: the weighted square loss with this
+    /// confidence of an observed item over the rest (0: off), ...
+    pub refit_alpha: f32,
+    /// ... this L2 penalty, ...
+    pub refit_lambda: f32,
+    /// ... and at most this many of their most recent items.
+    pub refit_items: usize,
 }
 
 impl Default for TrainerConfig {
@@ -102,6 +110,9 @@ impl Default for TrainerConfig {
             prequential_sample: 32,
             prequential_every_batches: 10,
             prequential_window: 10_000,
+            refit_alpha: 3.0,
+            refit_lambda: 30.0,
+            refit_items: 10,
         }
     }
 }
@@ -207,6 +218,15 @@ impl TrainerConfig {
         }
         if self.prequential_window == 0 {
             return bad("prequential_window", "must be positive");
+        }
+        if !(self.refit_alpha >= 0.0 && self.refit_alpha.is_finite()) {
+            return bad("refit_alpha", "must be zero or positive");
+        }
+        if !(self.refit_lambda > 0.0 && self.refit_lambda.is_finite()) {
+            return bad("refit_lambda", "must be positive");
+        }
+        if self.refit_items == 0 {
+            return bad("refit_items", "must be at least 1");
         }
         Ok(())
     }

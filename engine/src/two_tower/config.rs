@@ -28,6 +28,7 @@ pub struct TwoTowerConfig {
     /// come from [`crate::fused`]; burn's autodiff then only runs the towers. false: the
     /// whole step on burn autodiff.
     pub fused_cpu_step: bool,
+    /// As [`crate::mf::MfConfig::negatives`].
     pub negatives: usize,
     pub seed: u64,
 }
@@ -46,7 +47,7 @@ impl Default for TwoTowerConfig {
             logq_correction: true,
             loss: LossKind::Softmax,
             fused_cpu_step: true,
-            negatives: 0,
+            negatives: 2048,
             seed: 17,
         }
     }

@@ -64,6 +64,11 @@ pub(crate) struct Learner {
     min_count: u32,
     prequential_sample: usize,
     prequential_every_batches: u64,
+    refit: Option<(f32, f32, usize)>,
+    /// `batch_size`: a short batch's step is scaled to its share of a full one
+    /// ([`Model::set_nominal_batch`]), so a slow stream does not take a full step per
+    /// handful of events.
+    nominal_batch: f32,
 }
 
 impl Learner {
@@ -83,6 +88,12 @@ impl Learner {
             min_count: cfg.min_count,
             prequential_sample: cfg.prequential_sample,
             prequential_every_batches: cfg.prequential_every_batches,
+            refit: (cfg.refit_alpha > 0.0).then_some((
+                cfg.refit_alpha,
+                cfg.refit_lambda,
+                cfg.refit_items,
+            )),
+            nominal_batch: cfg.batch_size as f32,
         }
     }
 
@@ -112,6 +123,8 @@ impl Learner {
             self.score(&batch, sample, stats);
         }
         let started = Instant::now();
+        // Set each time: a checkpoint or a new generation may have replaced the model.
+        self.model.set_nominal_batch(self.nominal_batch);
         let (step, user_rows, item_rows) = self.model.train_events(&batch)?;
         stats
             .train_nanos
@@ -147,14 +160,38 @@ impl Learner {
                 .entry(u)
                 .or_default()
                 .push(e.item_id.clone());
-            if self.prequential_sample > 0 {
+            if self.prequential_sample > 0 || self.refit.is_some() {
                 let recent = self.recent.entry(u).or_default();
                 recent.retain(|&r| r != i);
                 recent.push_front(i);
                 recent.truncate(self.history_len);
             }
         }
+        self.refit_users(&batch);
         Ok(Applied::Trained)
+    }
+
+    /// With `trainer.refit_alpha`, the batch's users' vectors solved outright from their
+    /// recent items.
+    fn refit_users(&mut self, batch: &[Event]) {
+        let Some((alpha, lambda, window)) = self.refit else {
+            return;
+        };
+        let Model::Mf(m) = &mut self.model else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        let users: Vec<(u32, Vec<u32>)> = batch
+            .iter()
+            .filter_map(|e| m.user_ids().get(&e.user_id))
+            .filter(|u| seen.insert(*u))
+            .filter_map(|u| {
+                let items: Vec<u32> = self.recent.get(&u)?.iter().take(window).copied().collect();
+                Some((u, items))
+            })
+            .collect();
+        let refitted = m.refit_users(&users, alpha, lambda);
+        self.dirty.users.extend(refitted);
     }
 
     /// The events whose user and item are admitted (`trainer.min_count`).

@@ -150,14 +150,13 @@ fn small_log() -> Vec<Event> {
 #[test]
 fn an_online_arm_that_cannot_learn_serves_what_the_frozen_one_does() {
     let events = small_log();
-    let frozen_online = run(
-        &events,
-        &ReplayOptions {
-            online_learning_rate: Some(0.0),
-            ..small_options()
-        },
-    )
-    .unwrap();
+    // No step moves a row and no refit solves a user: the online arm cannot learn.
+    let mut still = ReplayOptions {
+        online_learning_rate: Some(0.0),
+        ..small_options()
+    };
+    still.trainer.refit_alpha = 0.0;
+    let frozen_online = run(&events, &still).unwrap();
     assert!(frozen_online.scored_events > 1000);
     assert_eq!(frozen_online.online, frozen_online.frozen);
     // And learning does change what it serves.
