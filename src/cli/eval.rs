@@ -45,35 +45,40 @@ pub struct EvalArgs {
     /// Models to evaluate, comma-separated.
     #[arg(long, value_delimiter = ',', default_values = ["mf", "two-tower", "popularity"], value_parser = parse_model)]
     models: Vec<ModelName>,
-    #[arg(long, default_value_t = EvalOptions::default().dim)]
-    dim: usize,
-    #[arg(long, default_value_t = EvalOptions::default().epochs)]
-    epochs: usize,
-    #[arg(long, default_value_t = EvalOptions::default().batch)]
-    batch: usize,
-    /// Adagrad learning rate of the embedding tables.
-    #[arg(long, default_value_t = EvalOptions::default().learning_rate)]
-    lr: f32,
-    /// MF softmax temperature.
-    #[arg(long, default_value_t = EvalOptions::default().temperature)]
-    temperature: f32,
-    /// Two-tower temperature (its outputs are unit vectors).
-    #[arg(long, default_value_t = EvalOptions::default().tower_temperature)]
-    tower_temperature: f32,
-    #[arg(long, default_value_t = EvalOptions::default().l2)]
-    l2: f32,
-    /// `softmax` or `bpr`.
-    #[arg(long, default_value = "softmax")]
-    loss: String,
-    /// Uniformly sampled negatives per step, on top of the in-batch items (softmax), MF.
-    #[arg(long, default_value_t = EvalOptions::default().negatives)]
-    negatives: usize,
-    /// The same for the two-tower model.
-    #[arg(long, default_value_t = EvalOptions::default().tower_negatives)]
-    tower_negatives: usize,
-    /// logQ correction of the in-batch softmax.
+    /// The model flags below override the configuration's `[model.mf]` and
+    /// `[model.two_tower]` (the defaults are the recipe `retrain` uses). Embedding
+    /// dimension of both models.
     #[arg(long)]
-    logq: bool,
+    dim: Option<usize>,
+    #[arg(long, default_value_t = recsys_engine::train::DEFAULT_EPOCHS)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    /// Adagrad learning rate of the embedding tables, both models.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// MF softmax temperature.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Two-tower temperature (its outputs are unit vectors).
+    #[arg(long)]
+    tower_temperature: Option<f32>,
+    /// MF L2 penalty.
+    #[arg(long)]
+    l2: Option<f32>,
+    /// `softmax` or `bpr`, both models.
+    #[arg(long)]
+    loss: Option<String>,
+    /// MF: uniformly sampled negatives per step, on top of the in-batch items (softmax);
+    /// at least the catalog's size means a full softmax.
+    #[arg(long)]
+    negatives: Option<usize>,
+    /// The same for the two-tower model.
+    #[arg(long)]
+    tower_negatives: Option<usize>,
+    /// logQ correction of the sampled softmax, both models: `true` or `false`.
+    #[arg(long)]
+    logq: Option<bool>,
     #[arg(long, default_value_t = EvalOptions::default().seed)]
     seed: u64,
     #[arg(long)]
@@ -84,7 +89,8 @@ pub struct EvalArgs {
     /// The streaming evaluation instead: a base trained on the oldest events, then the
     /// rest replayed test-then-train through frozen, online, online-from-scratch and
     /// popularity arms. It trains the `[model]` of the configuration, as `recsys train`
-    /// does (the model flags above are for the offline evaluation).
+    /// does (the model flags above are for the offline evaluation; `--epochs` and
+    /// `--batch` are the base's).
     #[arg(long)]
     stream: bool,
     /// Share of the events (the oldest) that trains the base.
@@ -100,6 +106,10 @@ pub struct EvalArgs {
     /// every batch) or a duration such as `30s`, `1min`, `1h`, `1d`.
     #[arg(long, default_value = "batch")]
     sync_every: String,
+    /// Offline evaluation: also write the split (`train.tsv`, `test.tsv`) into this
+    /// directory, for `benches/implicit_reference.py`.
+    #[arg(long)]
+    write_split: Option<PathBuf>,
     /// Draw NDCG@10 per shard for each arm into this PNG.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -147,11 +157,10 @@ pub async fn run(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {
     if a.stream {
         return stream(a, cfg).await;
     }
-    let loss = serde_json::from_value(serde_json::Value::String(a.loss.clone()))
-        .map_err(|_| anyhow::anyhow!("--loss: expected softmax or bpr, got {:?}", a.loss))?;
     if a.batch == 0 || a.epochs > 10_000 {
         anyhow::bail!("--batch must be positive and --epochs at most 10000");
     }
+    let (mf, two_tower) = model_configs(&a, &cfg)?;
     let opts = EvalOptions {
         format: a.format,
         path: a.path.clone(),
@@ -165,18 +174,17 @@ pub async fn run(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {
             ..Default::default()
         }),
         models: a.models.clone(),
-        dim: a.dim,
+        mf,
+        two_tower,
         epochs: a.epochs,
         batch: a.batch,
-        learning_rate: a.lr,
-        temperature: a.temperature,
-        tower_temperature: a.tower_temperature,
-        l2: a.l2,
-        loss,
-        negatives: a.negatives,
-        tower_negatives: a.tower_negatives,
-        logq: a.logq,
         seed: a.seed,
+        shuffle_ties: match a.ties.as_str() {
+            "file" => false,
+            "shuffle" => true,
+            other => anyhow::bail!("--ties: expected file or shuffle, got {other:?}"),
+        },
+        write_split: a.write_split.clone(),
     };
     let report = tokio::task::spawn_blocking(move || recsys_engine::eval::run(&opts)).await??;
     recsys::eval::print(&report);
@@ -184,6 +192,45 @@ pub async fn run(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+/// The configuration's two models with the command line's overrides, checked.
+fn model_configs(
+    a: &EvalArgs,
+    cfg: &Config,
+) -> anyhow::Result<(
+    recsys_engine::mf::MfConfig,
+    recsys_engine::two_tower::TwoTowerConfig,
+)> {
+    let loss = match &a.loss {
+        None => None,
+        Some(l) => Some(
+            serde_json::from_value(serde_json::Value::String(l.clone()))
+                .map_err(|_| anyhow::anyhow!("--loss: expected softmax or bpr, got {l:?}"))?,
+        ),
+    };
+    let mut mf = cfg.model.mf.clone();
+    let mut tower = cfg.model.two_tower.clone();
+    if let Some(d) = a.dim {
+        (mf.dim, tower.dim) = (d, d);
+    }
+    if let Some(lr) = a.lr {
+        (mf.learning_rate, tower.learning_rate) = (lr, lr);
+    }
+    if let Some(l) = loss {
+        (mf.loss, tower.loss) = (l, l);
+    }
+    if let Some(q) = a.logq {
+        (mf.logq_correction, tower.logq_correction) = (q, q);
+    }
+    mf.temperature = a.temperature.unwrap_or(mf.temperature);
+    tower.temperature = a.tower_temperature.unwrap_or(tower.temperature);
+    mf.l2 = a.l2.unwrap_or(mf.l2);
+    mf.negatives = a.negatives.unwrap_or(mf.negatives);
+    tower.negatives = a.tower_negatives.unwrap_or(tower.negatives);
+    mf.validate()?;
+    tower.validate()?;
+    Ok((mf, tower))
 }
 
 async fn stream(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {

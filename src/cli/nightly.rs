@@ -58,7 +58,7 @@ pub struct RetrainArgs {
     /// Generations directory (CURRENT pointer, g{N}/ checkpoints and snapshots).
     #[arg(long, default_value = "models")]
     models: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = recsys_engine::train::DEFAULT_EPOCHS)]
     epochs: usize,
     #[arg(long, default_value_t = 1024)]
     batch: usize,

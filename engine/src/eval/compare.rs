@@ -17,7 +17,6 @@ use super::protocol::{
 };
 use crate::data::{Format, read};
 use crate::device::cpu_autodiff_device;
-use crate::loss::LossKind;
 use crate::mf::{MfConfig, MfModel};
 use crate::model::Model;
 use crate::synth::SynthConfig;
@@ -77,20 +76,19 @@ pub struct EvalOptions {
     /// Generate the data instead of reading it (and report the oracle).
     pub synthetic: Option<SynthConfig>,
     pub models: Vec<ModelName>,
-    pub dim: usize,
+    /// The models trained: the configuration's `[model.mf]` and `[model.two_tower]`, so
+    /// that the offline figures are those of the recipe `retrain` and `eval --stream` use.
+    pub mf: MfConfig,
+    pub two_tower: TwoTowerConfig,
     pub epochs: usize,
     pub batch: usize,
-    pub learning_rate: f32,
-    /// MF softmax temperature; the two-tower model's is `tower_temperature`.
-    pub temperature: f32,
-    pub tower_temperature: f32,
-    /// Uniform negatives of the two-tower model (MF's are `negatives`).
-    pub tower_negatives: usize,
-    pub l2: f32,
-    pub loss: LossKind,
-    pub negatives: usize,
-    pub logq: bool,
     pub seed: u64,
+    /// Same-time events in file order (false) or shuffled with `seed` (true) before the
+    /// split: which of them is held out is a choice, so conclusions should hold for both.
+    pub shuffle_ties: bool,
+    /// Also write the split there (`train.tsv`, `test.tsv`), for peers such as
+    /// `benches/implicit_reference.py`.
+    pub write_split: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -102,18 +100,13 @@ impl Default for EvalOptions {
             test: None,
             synthetic: None,
             models: vec![ModelName::Mf, ModelName::TwoTower, ModelName::Popularity],
-            dim: 64,
-            epochs: 10,
+            mf: MfConfig::default(),
+            two_tower: TwoTowerConfig::default(),
+            epochs: crate::train::DEFAULT_EPOCHS,
             batch: 1024,
-            learning_rate: 0.05,
-            temperature: 1.0,
-            tower_temperature: 0.2,
-            tower_negatives: 3000,
-            l2: 1e-4,
-            loss: LossKind::Softmax,
-            negatives: 1000,
-            logq: false,
             seed: 7,
+            shuffle_ties: false,
+            write_split: None,
         }
     }
 }
@@ -188,34 +181,14 @@ fn fit(o: &EvalOptions, model: &mut Model, train: &[Event], regime: Regime) -> R
 }
 
 fn train_mf(o: &EvalOptions, train: &[Event], regime: Regime) -> Result<Model> {
-    let cfg = MfConfig {
-        dim: o.dim,
-        learning_rate: o.learning_rate,
-        temperature: o.temperature,
-        l2: o.l2,
-        loss: o.loss,
-        negatives: o.negatives,
-        logq_correction: o.logq,
-        seed: o.seed,
-        ..MfConfig::default()
-    };
+    let cfg = o.mf.clone();
     let mut m = Model::from(MfModel::new(cfg, cpu_autodiff_device())?);
     fit(o, &mut m, train, regime)?;
     Ok(m)
 }
 
 fn train_two_tower(o: &EvalOptions, train: &[Event], regime: Regime) -> Result<Model> {
-    let cfg = TwoTowerConfig {
-        dim: o.dim,
-        learning_rate: o.learning_rate,
-        temperature: o.tower_temperature,
-        l2: o.l2.min(1e-5),
-        loss: o.loss,
-        negatives: o.tower_negatives,
-        logq_correction: o.logq,
-        seed: o.seed,
-        ..TwoTowerConfig::default()
-    };
+    let cfg = o.two_tower.clone();
     let mut model = Model::from(TwoTowerModel::new(cfg, cpu_autodiff_device())?);
     fit(o, &mut model, train, regime)?;
     let Model::TwoTower(m) = &mut model else {
@@ -263,7 +236,12 @@ pub fn run(o: &EvalOptions) -> Result<EvalReport> {
             test,
         }
     } else if let Some(path) = &o.path {
-        leave_last_out(read(o.format, path)?)
+        let mut events = read(o.format, path)?;
+        if o.shuffle_ties {
+            use rand::seq::SliceRandom;
+            events.shuffle(&mut StdRng::seed_from_u64(o.seed ^ 0x71E5));
+        }
+        leave_last_out(events)
     } else {
         return Err(EngineError::Data(
             "give a data file (--format F PATH), --train and --test, or --synthetic".into(),
@@ -275,6 +253,9 @@ pub fn run(o: &EvalOptions) -> Result<EvalReport> {
             split.train.len(),
             split.test.len()
         )));
+    }
+    if let Some(dir) = &o.write_split {
+        write_split(dir, &split)?;
     }
     let catalog = Catalog::new(&split.train);
     let mut report = EvalReport {
@@ -328,6 +309,27 @@ pub fn run(o: &EvalOptions) -> Result<EvalReport> {
     Ok(report)
 }
 
+/// `train.tsv` (user, item, weight, ts) and `test.tsv` (user, item) in `dir`.
+fn write_split(dir: &std::path::Path, split: &Split) -> Result<()> {
+    use std::fmt::Write as _;
+    let bad = |e: std::io::Error| EngineError::Data(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(bad)?;
+    let mut train = String::new();
+    for e in &split.train {
+        let _ = writeln!(
+            train,
+            "{}\t{}\t{}\t{}",
+            e.user_id, e.item_id, e.weight, e.ts
+        );
+    }
+    let mut test = String::new();
+    for (u, i) in &split.test {
+        let _ = writeln!(test, "{u}\t{i}");
+    }
+    std::fs::write(dir.join("train.tsv"), train).map_err(bad)?;
+    std::fs::write(dir.join("test.tsv"), test).map_err(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,11 +376,18 @@ mod tests {
         let opts = EvalOptions {
             format: Format::Movielens,
             path: Some(path),
-            dim: 16,
+            mf: MfConfig {
+                dim: 16,
+                negatives: 20,
+                ..MfConfig::default()
+            },
+            two_tower: TwoTowerConfig {
+                dim: 16,
+                negatives: 20,
+                ..TwoTowerConfig::default()
+            },
             epochs: 30,
             batch: 128,
-            negatives: 20,
-            tower_negatives: 20,
             ..EvalOptions::default()
         };
         let r = run(&opts).unwrap();
@@ -432,7 +441,10 @@ mod tests {
             test: Some(test),
             models: vec![ModelName::Popularity, ModelName::Mf, ModelName::MfOnline],
             epochs: 1,
-            dim: 8,
+            mf: MfConfig {
+                dim: 8,
+                ..MfConfig::default()
+            },
             ..EvalOptions::default()
         })
         .unwrap();
