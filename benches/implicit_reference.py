@@ -92,26 +92,23 @@ def main():
     if "--als" in sys.argv:
         factors, reg, alpha = sys.argv[sys.argv.index("--als") + 1].split(",")
         als_grid, bpr_grid = [(int(factors), float(reg), float(alpha))], []
+    def fit(kind, model, **settings):
+        t = time.time()
+        model.fit(ui, show_progress=False)
+        fit_s = time.time() - t
+        uf, itf = dense(model.user_factors), dense(model.item_factors)
+        m = evaluate(lambda r: itf @ uf[r], ui, users, items, test)
+        grid.append({"model": kind, **settings, "fit_s": fit_s, **m})
+
     for factors, reg, alpha in als_grid:
-        model = implicit.als.AlternatingLeastSquares(
-            factors=factors, regularization=reg, alpha=alpha, iterations=15, random_state=7)
-        t = time.time()
-        model.fit(ui, show_progress=False)
-        fit_s = time.time() - t
-        uf, itf = dense(model.user_factors), dense(model.item_factors)
-        m = evaluate(lambda r: itf @ uf[r], ui, users, items, test)
-        grid.append({"model": "als", "factors": factors, "regularization": reg, "alpha": alpha,
-                     "iterations": 15, "fit_s": fit_s, **m})
+        fit("als", implicit.als.AlternatingLeastSquares(
+                factors=factors, regularization=reg, alpha=alpha, iterations=15, random_state=7),
+            factors=factors, regularization=reg, alpha=alpha, iterations=15)
     for factors, lr, reg in bpr_grid:
-        model = implicit.bpr.BayesianPersonalizedRanking(
-            factors=factors, learning_rate=lr, regularization=reg, iterations=100, random_state=7)
-        t = time.time()
-        model.fit(ui, show_progress=False)
-        fit_s = time.time() - t
-        uf, itf = dense(model.user_factors), dense(model.item_factors)
-        m = evaluate(lambda r: itf @ uf[r], ui, users, items, test)
-        grid.append({"model": "bpr", "factors": factors, "learning_rate": lr,
-                     "regularization": reg, "iterations": 100, "fit_s": fit_s, **m})
+        fit("bpr", implicit.bpr.BayesianPersonalizedRanking(
+                factors=factors, learning_rate=lr, regularization=reg, iterations=100,
+                random_state=7),
+            factors=factors, learning_rate=lr, regularization=reg, iterations=100)
     best = {}
     for g in grid:
         if g["model"] not in best or g["ndcg_at_10"] > best[g["model"]]["ndcg_at_10"]:
