@@ -42,6 +42,12 @@ pub struct GenerateArgs {
     /// Days the events span (one directory per day).
     #[arg(long, default_value_t = 7)]
     days: u32,
+    /// Daily chance that a user's tastes move to other clusters.
+    #[arg(long, default_value_t = 0.0)]
+    drift: f64,
+    /// Share of the items launched during the span instead of at its start.
+    #[arg(long, default_value_t = 0.0)]
+    new_items: f64,
 }
 
 #[derive(clap::Args)]
@@ -108,18 +114,34 @@ pub async fn archive(a: ArchiveArgs, cfg: &Config) -> anyhow::Result<()> {
 }
 
 pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    // `--events` counts the whole log. The generator draws each user's last events
+    // apart (its held-out future): at most 5 per user and a quarter of their share.
+    if a.users == 0 || a.events < 2 * a.users {
+        anyhow::bail!(
+            "--events {} must be at least twice --users {}",
+            a.events,
+            a.users
+        );
+    }
+    let holdout = (a.events / a.users / 4).clamp(1, 5);
+    let train = a.events - a.users * holdout;
     let data = recsys_engine::synth::SynthConfig {
         users: a.users,
         items: a.items,
-        events: a.events,
+        events: train,
+        holdout,
         seed: a.seed,
         days: a.days,
+        drift: a.drift,
+        new_items: a.new_items,
         clusters: (a.items / 100).clamp(1, 200),
         ..Default::default()
     }
     .generate()
     .map_err(|e| anyhow::anyhow!("generate: {e}"))?;
-    let n = archive::write_events(&a.out, &data.train)?;
+    // The whole log, as an archive holds it: each user's last events (the generator's
+    // held-out ones) fall in the last days, which `retrain` tests on.
+    let n = archive::write_events(&a.out, &data.all_events())?;
     eprintln!(
         "wrote {n} events over {} days into {}",
         archive::days(&a.out)?.len(),
