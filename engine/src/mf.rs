@@ -186,10 +186,11 @@ impl MfModel {
     }
 
     /// From the next step on, a step's gradient is its batch's summed loss over at least
-    /// this much weight rather than its mean: a batch of 3 events when `nominal` is 1024
-    /// moves the rows 3/1024 as far as a full batch does, so an event counts the same
-    /// whether it came in a full batch or nearly alone. (The online trainer's batches are
-    /// as small as the stream is slow; 0, the default, is the plain mean.)
+    /// this much weight rather than its mean: the gradient of a batch of 3 events when
+    /// `nominal` is 1024 is scaled by 3/1024. For a row whose Adagrad accumulator already
+    /// holds history (a trained base) the step shrinks by about as much; a fresh row's
+    /// first step is scale-free under Adagrad and stays full. (The online trainer's
+    /// batches are as small as the stream is slow; 0, the default, is the plain mean.)
     pub fn set_nominal_batch(&mut self, nominal: f32) {
         self.nominal_batch = nominal.max(0.0);
     }
