@@ -22,6 +22,9 @@ use crate::{
     table::{EmbeddingTable, TableParts},
 };
 
+mod als;
+pub use als::{AlsConfig, Recipe, Sweep};
+
 /// The complete state of an [`MfModel`], for checkpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MfParts {
@@ -69,6 +72,11 @@ pub struct MfConfig {
     /// softmax, which needs no logQ correction).
     pub negatives: usize,
     pub seed: u64,
+    /// How the batch recipe (`retrain`, `eval`, the base of `eval --stream`) fits the
+    /// model: `als` sweeps or `epochs` of the step above.
+    pub recipe: Recipe,
+    /// The `als` recipe's settings.
+    pub als: AlsConfig,
 }
 
 impl Default for MfConfig {
@@ -84,6 +92,8 @@ impl Default for MfConfig {
             fused_cpu_step: true,
             negatives: 2048,
             seed: 17,
+            recipe: Recipe::default(),
+            als: AlsConfig::default(),
         }
     }
 }
@@ -100,7 +110,8 @@ impl MfConfig {
             l2: self.l2,
             negatives: self.negatives,
         }
-        .validate()
+        .validate()?;
+        self.als.validate()
     }
 
     pub(crate) fn sampling(&self) -> Sampling {
@@ -308,10 +319,13 @@ impl MfModel {
             .map(|(user, items)| crate::refit::Refit {
                 start: self.users.row(*user),
                 items: items.iter().map(|&r| self.items.row(r)).collect(),
+                scale: Vec::new(),
+                lambda,
             })
             .collect();
         let d = self.cfg.dim;
-        let solved = crate::refit::refit_users(gram.matrix(), &refits, d, alpha, lambda);
+        let solved =
+            crate::refit::refit_users(gram.matrix(), &refits, d, alpha, crate::refit::CG_STEPS);
         drop(refits);
         let mut done = Vec::with_capacity(users.len());
         for ((user, _), u) in users.iter().zip(solved.chunks(d)) {
@@ -335,12 +349,25 @@ impl MfModel {
     pub fn train_events(&mut self, events: &[Event]) -> Result<(StepStats, Vec<u32>, Vec<u32>)> {
         let mut batch = Vec::with_capacity(events.len());
         for e in events {
-            let u = self.user_ids.get_or_insert(&e.user_id);
-            let i = self.item_ids.get_or_insert(&e.item_id);
-            touch(&mut self.user_seen, u, e.ts);
-            touch(&mut self.item_seen, i, e.ts);
+            let (u, i) = self.register(e);
             batch.push((u, i, e.weight));
         }
+        self.grow_tables();
+        self.train_rows(&batch)
+    }
+
+    /// The event's user and item rows, their ids added if new and their last-seen times
+    /// moved on. The tables grow to the id maps in [`Self::grow_tables`].
+    fn register(&mut self, e: &Event) -> (u32, u32) {
+        let u = self.user_ids.get_or_insert(&e.user_id);
+        let i = self.item_ids.get_or_insert(&e.item_id);
+        touch(&mut self.user_seen, u, e.ts);
+        touch(&mut self.item_seen, i, e.ts);
+        (u, i)
+    }
+
+    /// Gives every registered id its row (and the kept `VᵀV` the new item rows).
+    fn grow_tables(&mut self) {
         self.users.ensure_rows(self.user_ids.len());
         let old_rows = self.items.rows();
         self.items.ensure_rows(self.item_ids.len());
@@ -351,7 +378,6 @@ impl MfModel {
         }
         self.user_seen.resize(self.user_ids.len(), 0);
         self.item_seen.resize(self.item_ids.len(), 0);
-        self.train_rows(&batch)
     }
 
     /// Expires users and items last seen before `cutoff_ms`: their ids are forgotten and

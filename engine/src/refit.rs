@@ -26,6 +26,23 @@ pub fn gram<'a>(dim: usize, vectors: impl Iterator<Item = &'a [f32]>) -> Vec<f64
     g
 }
 
+/// The Gram matrix of `values` (`n × dim`, row-major, contiguous) by BLAS, a block of
+/// rows at a time summed in f64: `dim × dim` row-major.
+pub fn gram_of(dim: usize, values: &[f32]) -> Vec<f64> {
+    const BLOCK: usize = 16_384;
+    let mut g = vec![0.0f64; dim * dim];
+    let mut part = vec![0.0f32; dim * dim];
+    for rows in values.chunks(BLOCK * dim) {
+        let k = rows.len() / dim;
+        // rowsᵀ (dim × k) times rows (k × dim).
+        crate::fused::matmul(dim, dim, k, &mut part, rows, (1, dim), rows, (dim, 1), 1.0);
+        for (a, b) in g.iter_mut().zip(&part) {
+            *a += f64::from(*b);
+        }
+    }
+    g
+}
+
 /// `VᵀV` of a table kept up to date as rows change: each change adds the new rows' outer
 /// products and takes the old ones' away (one matrix product for a step's rows), instead
 /// of a pass over the table per refit. Recomputed from scratch now and then, so rounding
@@ -97,29 +114,39 @@ impl Gram {
     }
 }
 
-/// Conjugate-gradient steps of [`refit_users`]: warm-started from the current vectors, the
-/// well-conditioned systems (a large `lambda`) are solved to within rounding by 8 at d =
-/// 64 (16 steps scored the same in the streaming evaluation, 4 and 2 lower).
-const CG_STEPS: usize = 8;
+/// Conjugate-gradient steps of the online trainer's refits: warm-started from the current
+/// vectors, the well-conditioned systems (a large `lambda`) are solved to within rounding
+/// by 8 at d = 64 (16 steps scored the same in the streaming evaluation, 4 and 2 lower).
+pub const CG_STEPS: usize = 8;
 
-/// One user's part of a [`refit_users`] call: the current vector (the start) and the
-/// vectors of the user's items, each counted once.
+/// One user's part of a [`refit_users`] call: the current vector (the start), the
+/// vectors of the user's items, each counted once, and the user's L2 penalty.
 pub struct Refit<'a> {
     pub start: &'a [f32],
     pub items: Vec<&'a [f32]>,
+    /// Each item's extra confidence as a multiple of `alpha`; empty: 1 for every item.
+    pub scale: Vec<f32>,
+    pub lambda: f32,
+}
+
+impl Refit<'_> {
+    fn alpha(&self, alpha: f32, k: usize) -> f32 {
+        self.scale.get(k).map_or(alpha, |s| alpha * s)
+    }
 }
 
 /// Each user's vector that minimises the weighted square loss against the items
 /// (`(VᵀV + λI + α Σᵢ vᵢvᵢᵀ) u = (1 + α) Σᵢ vᵢ`), by conjugate gradient from the current
 /// vector, all users at once so that the `VᵀV` products are one matrix product a step.
 /// `gram` is `VᵀV` over every item (`dim × dim`), `alpha` the extra confidence of an
-/// observed item, `lambda` the L2 penalty. Returns the vectors, `users.len() × dim`.
+/// observed item, `cg_steps` how many steps at most. Returns the vectors,
+/// `users.len() × dim`.
 pub fn refit_users(
     gram: &[f64],
     users: &[Refit<'_>],
     dim: usize,
     alpha: f32,
-    lambda: f32,
+    cg_steps: usize,
 ) -> Vec<f32> {
     let n = users.len();
     let d = dim;
@@ -130,10 +157,10 @@ pub fn refit_users(
         for (k, user) in users.iter().enumerate() {
             let (pk, ok) = (&p[k * d..(k + 1) * d], &mut out[k * d..(k + 1) * d]);
             for (o, x) in ok.iter_mut().zip(pk) {
-                *o += lambda * x;
+                *o += user.lambda * x;
             }
-            for v in &user.items {
-                let vp = alpha * dot(v, pk);
+            for (j, v) in user.items.iter().enumerate() {
+                let vp = user.alpha(alpha, j) * dot(v, pk);
                 for (o, a) in ok.iter_mut().zip(*v) {
                     *o += vp * a;
                 }
@@ -143,9 +170,10 @@ pub fn refit_users(
     let mut x: Vec<f32> = users.iter().flat_map(|u| u.start.iter().copied()).collect();
     let mut r = vec![0.0f32; n * d];
     for (k, user) in users.iter().enumerate() {
-        for v in &user.items {
+        for (j, v) in user.items.iter().enumerate() {
+            let c = 1.0 + user.alpha(alpha, j);
             for (b, a) in r[k * d..(k + 1) * d].iter_mut().zip(*v) {
-                *b += (1.0 + alpha) * a;
+                *b += c * a;
             }
         }
     }
@@ -157,7 +185,7 @@ pub fn refit_users(
     let mut p = r.clone();
     let mut rr: Vec<f32> = r.chunks(d).map(|r| dot(r, r)).collect();
     let mut live: Vec<bool> = vec![true; n];
-    for _ in 0..CG_STEPS {
+    for _ in 0..cg_steps {
         apply(&p, &mut ap);
         for k in 0..n {
             let s = k * d..(k + 1) * d;
@@ -184,9 +212,7 @@ pub fn refit_users(
     x
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use recsys_index::vector::dot;
 
 /// The user vector that minimises the weighted square loss against the items: `gram`
 /// is `VᵀV` over every item, `items` the vectors of the user's items (each counted
@@ -324,9 +350,11 @@ mod tests {
             .map(|(m, s)| Refit {
                 start: s,
                 items: m.iter().map(|&k| items[k].as_slice()).collect(),
+                scale: Vec::new(),
+                lambda,
             })
             .collect();
-        let got = refit_users(&g, &refits, d, alpha, lambda);
+        let got = refit_users(&g, &refits, d, alpha, CG_STEPS);
         for (k, r) in refits.iter().enumerate() {
             let want = solve_user(&g, &r.items, d, f64::from(alpha), f64::from(lambda)).unwrap();
             for (a, b) in got[k * d..(k + 1) * d].iter().zip(&want) {
@@ -337,9 +365,11 @@ mod tests {
         let empty = [Refit {
             start: &starts[0],
             items: Vec::new(),
+            scale: Vec::new(),
+            lambda,
         }];
         assert!(
-            refit_users(&g, &empty, d, alpha, lambda)
+            refit_users(&g, &empty, d, alpha, CG_STEPS)
                 .iter()
                 .all(|x| x.abs() < 1e-5)
         );

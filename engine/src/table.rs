@@ -123,6 +123,11 @@ impl EmbeddingTable {
         self.data[start..start + self.dim].copy_from_slice(values);
     }
 
+    /// Every row's values, `rows × dim`, row-major.
+    pub fn values(&self) -> &[f32] {
+        &self.data[..self.rows * self.dim]
+    }
+
     pub fn row(&self, r: u32) -> &[f32] {
         let start = r as usize * self.dim;
         &self.data[start..start + self.dim]
@@ -166,6 +171,14 @@ impl EmbeddingTable {
             }
         }
         changed
+    }
+
+    /// Raises row `r`'s Adagrad accumulator to at least `value`: its later steps are
+    /// those of a row that has already learnt that much.
+    pub fn settle_row(&mut self, r: u32, value: f32) {
+        if let Some(a) = self.accum.get_mut(r as usize) {
+            *a = a.max(value);
+        }
     }
 
     /// Bytes held by values and optimizer state.

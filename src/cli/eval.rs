@@ -50,8 +50,10 @@ pub struct EvalArgs {
     /// dimension of both models.
     #[arg(long)]
     dim: Option<usize>,
-    #[arg(long, default_value_t = recsys_engine::train::DEFAULT_EPOCHS)]
-    epochs: usize,
+    /// Passes of the batch recipe: ALS sweeps for MF (default 15), epochs for two-tower
+    /// or MF with `recipe = "epochs"` (default 20).
+    #[arg(long)]
+    epochs: Option<usize>,
     #[arg(long, default_value_t = 1024)]
     batch: usize,
     /// Adagrad learning rate of the embedding tables, both models.
@@ -157,7 +159,7 @@ pub async fn run(a: EvalArgs, cfg: Config) -> anyhow::Result<()> {
     if a.stream {
         return stream(a, cfg).await;
     }
-    if a.batch == 0 || a.epochs > 10_000 {
+    if a.batch == 0 || a.epochs.is_some_and(|e| e > 10_000) {
         anyhow::bail!("--batch must be positive and --epochs at most 10000");
     }
     let (mf, two_tower) = model_configs(&a, &cfg)?;

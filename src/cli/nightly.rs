@@ -64,8 +64,10 @@ pub struct RetrainArgs {
     /// Generations directory (CURRENT pointer, g{N}/ checkpoints and snapshots).
     #[arg(long, default_value = "models")]
     models: PathBuf,
-    #[arg(long, default_value_t = recsys_engine::train::DEFAULT_EPOCHS)]
-    epochs: usize,
+    /// Passes of the batch recipe: ALS sweeps for MF (default 15), epochs for two-tower
+    /// or MF with `recipe = "epochs"` (default 20).
+    #[arg(long)]
+    epochs: Option<usize>,
     #[arg(long, default_value_t = 1024)]
     batch: usize,
     /// Test users scored (a seeded sample when more are eligible).

@@ -301,7 +301,7 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
         days: 3,
         out: dir.path().join("report"),
         models: models.clone(),
-        epochs: 2,
+        epochs: Some(2),
         batch: 256,
         margin: 0.002,
         force: false,

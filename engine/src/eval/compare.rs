@@ -20,7 +20,7 @@ use crate::device::cpu_autodiff_device;
 use crate::mf::{MfConfig, MfModel};
 use crate::model::Model;
 use crate::synth::SynthConfig;
-use crate::train::{EpochPlan, InMemory, train_epochs};
+use crate::train::{EpochPlan, InMemory, default_passes, fit_batch, train_epochs};
 use crate::two_tower::{TwoTowerConfig, TwoTowerModel};
 use crate::{EngineError, Result};
 
@@ -80,7 +80,9 @@ pub struct EvalOptions {
     /// that the offline figures are those of the recipe `retrain` and `eval --stream` use.
     pub mf: MfConfig,
     pub two_tower: TwoTowerConfig,
-    pub epochs: usize,
+    /// Passes of the batch recipe; `None`: each model's default
+    /// ([`crate::train::default_passes`]).
+    pub epochs: Option<usize>,
     pub batch: usize,
     pub seed: u64,
     /// Same-time events in file order (false) or shuffled with `seed` (true) before the
@@ -102,7 +104,7 @@ impl Default for EvalOptions {
             models: vec![ModelName::Mf, ModelName::TwoTower, ModelName::Popularity],
             mf: MfConfig::default(),
             two_tower: TwoTowerConfig::default(),
-            epochs: crate::train::DEFAULT_EPOCHS,
+            epochs: None,
             batch: 1024,
             seed: 7,
             shuffle_ties: false,
@@ -158,7 +160,7 @@ fn fit(o: &EvalOptions, model: &mut Model, train: &[Event], regime: Regime) -> R
         Regime::Epochs => (
             std::borrow::Cow::Borrowed(train),
             EpochPlan {
-                epochs: o.epochs,
+                epochs: o.epochs.unwrap_or_else(|| default_passes(model)),
                 batch: o.batch,
                 shuffle: true,
             },
@@ -176,7 +178,11 @@ fn fit(o: &EvalOptions, model: &mut Model, train: &[Event], regime: Regime) -> R
             )
         }
     };
-    train_epochs(model, &mut InMemory(&events), &plan, &mut rng, &mut ())?;
+    let source = &mut InMemory(&events);
+    match regime {
+        Regime::Epochs => fit_batch(model, source, &plan, &mut rng, &mut ())?,
+        Regime::Online => train_epochs(model, source, &plan, &mut rng, &mut ())?,
+    };
     Ok(())
 }
 
@@ -386,7 +392,7 @@ mod tests {
                 negatives: 20,
                 ..TwoTowerConfig::default()
             },
-            epochs: 30,
+            epochs: Some(30),
             batch: 128,
             ..EvalOptions::default()
         };
@@ -440,7 +446,7 @@ mod tests {
             train: Some(train),
             test: Some(test),
             models: vec![ModelName::Popularity, ModelName::Mf, ModelName::MfOnline],
-            epochs: 1,
+            epochs: Some(1),
             mf: MfConfig {
                 dim: 8,
                 ..MfConfig::default()

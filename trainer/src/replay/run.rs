@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use recsys_engine::device::{Backend, autodiff_device};
 use recsys_engine::model::{Model, ModelConfig};
-use recsys_engine::train::{EpochPlan, InMemory, train_epochs};
+use recsys_engine::train::{EpochPlan, InMemory, default_passes, fit_batch};
 use recsys_index::ids::IdMap;
 use recsys_schemas::Event;
 use serde::Serialize;
@@ -37,8 +37,8 @@ pub struct ReplayOptions {
     pub trainer: TrainerConfig,
     /// The model and its settings, as `recsys train` runs it.
     pub model: ModelConfig,
-    /// The batch recipe of the base.
-    pub base_epochs: usize,
+    /// Passes of the base's batch recipe; `None`: the model's default.
+    pub base_epochs: Option<usize>,
     pub base_batch: usize,
     pub backend: Backend,
     pub seed: u64,
@@ -58,7 +58,7 @@ impl Default for ReplayOptions {
             sync_curve: true,
             trainer: TrainerConfig::default(),
             model: ModelConfig::default(),
-            base_epochs: 10,
+            base_epochs: None,
             base_batch: 1024,
             backend: Backend::Cpu,
             seed: 7,
@@ -136,12 +136,12 @@ pub fn run(events: &[Event], opts: &ReplayOptions) -> Result<StreamReport> {
     let started = std::time::Instant::now();
     let mut model = Model::new(&opts.model, autodiff_device(opts.backend)?)?;
     let plan = EpochPlan {
-        epochs: opts.base_epochs,
+        epochs: opts.base_epochs.unwrap_or_else(|| default_passes(&model)),
         batch: opts.base_batch,
         shuffle: true,
     };
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    train_epochs(&mut model, &mut InMemory(base), &plan, &mut rng, &mut ())?;
+    fit_batch(&mut model, &mut InMemory(base), &plan, &mut rng, &mut ())?;
     set_histories(&mut model, base);
     let base_train_s = started.elapsed().as_secs_f64();
 

@@ -120,7 +120,7 @@ fn no_event_is_scored_by_a_model_that_learnt_from_it() {
 
 fn small_options() -> ReplayOptions {
     let mut opts = ReplayOptions {
-        base_epochs: 2,
+        base_epochs: Some(2),
         shards: 3,
         sync_curve: false,
         ..ReplayOptions::default()

@@ -32,8 +32,16 @@ pub(super) fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
     let _ = writeln!(s, "## What was trained\n");
     let _ = writeln!(
         s,
-        "- Model: `{}`, {} epoch(s), batch {}, seed {}.",
-        r.model_kind, o.epochs, o.batch, o.seed
+        "- Model: `{}`, {} {}, batch {}, seed {}.",
+        r.model_kind,
+        r.epochs.len(),
+        if r.model_kind == "Mf" && o.model.mf.recipe == recsys_engine::mf::Recipe::Als {
+            "ALS sweep(s) (the loss is the weighted square loss per observed pair)"
+        } else {
+            "epoch(s)"
+        },
+        o.batch,
+        o.seed
     );
     let model_cfg = match r.model_kind.as_str() {
         "TwoTower" => serde_json::to_string(&o.model.two_tower),

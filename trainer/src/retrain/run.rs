@@ -10,7 +10,7 @@ use recsys_engine::checkpoint;
 use recsys_engine::device::autodiff_device;
 use recsys_engine::eval::{self, PopularityRanker};
 use recsys_engine::model::Model;
-use recsys_engine::train::{EpochPlan, Progress, train_epochs};
+use recsys_engine::train::{EpochPlan, Progress, default_passes, fit_batch, solves_whole_history};
 use recsys_index::generations::{self, Current, generation_dir};
 
 use super::gate::decide;
@@ -93,9 +93,10 @@ pub fn run(opts: &RetrainOptions, users: Option<&dyn UserVectorSink>) -> Result<
 
     // Training: E epochs streaming the files; each read batch is shuffled.
     let mut model = Model::new(&opts.model, autodiff_device(opts.backend)?)?;
+    let passes = opts.epochs.unwrap_or_else(|| default_passes(&model));
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let bar = if opts.progress {
-        ProgressBar::new(events * opts.epochs as u64)
+        ProgressBar::new(events * passes as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -107,7 +108,7 @@ pub fn run(opts: &RetrainOptions, users: Option<&dyn UserVectorSink>) -> Result<
         .progress_chars("=> "),
     );
     let plan = EpochPlan {
-        epochs: opts.epochs,
+        epochs: passes,
         batch: opts.batch,
         shuffle: true,
     };
@@ -119,7 +120,7 @@ pub fn run(opts: &RetrainOptions, users: Option<&dyn UserVectorSink>) -> Result<
     };
     let train_started = Instant::now();
     let mut progress = Bar(bar);
-    let epochs = train_epochs(&mut model, &mut source, &plan, &mut rng, &mut progress)?;
+    let epochs = fit_batch(&mut model, &mut source, &plan, &mut rng, &mut progress)?;
     progress.0.finish_and_clear();
     let train_seconds = train_started.elapsed().as_secs_f64();
 
@@ -161,13 +162,21 @@ pub fn run(opts: &RetrainOptions, users: Option<&dyn UserVectorSink>) -> Result<
         // so it has seen every archived event below the cutoff its offsets name and the
         // online trainer replays only what came after.
         let t = Instant::now();
+        // Epochs of the step add the test day to what the model knows; ALS sweeps solve
+        // each row against all of its pairs, so they go over every day again, starting
+        // from the rows they reached.
+        let all_days: Vec<_> = train_days.iter().chain([&test_day]).cloned().collect();
         let mut test_day_source = ArchiveDays {
             dir: &opts.from,
-            days: std::slice::from_ref(&test_day),
+            days: if solves_whole_history(&model) {
+                &all_days
+            } else {
+                std::slice::from_ref(&test_day)
+            },
             cutoff: &cutoff,
             read_rows: opts.read_rows,
         };
-        let refit = train_epochs(&mut model, &mut test_day_source, &plan, &mut rng, &mut ())?;
+        let refit = fit_batch(&mut model, &mut test_day_source, &plan, &mut rng, &mut ())?;
         refit_events = refit.first().map_or(0, |e| e.events);
         tracing::info!(
             events = refit_events,

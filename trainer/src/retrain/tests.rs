@@ -24,7 +24,7 @@ fn options(from: &Path, out: PathBuf, models: &Path, epochs: usize, force: bool)
         days: 3,
         out,
         models: models.to_owned(),
-        epochs,
+        epochs: Some(epochs),
         batch: 256,
         margin: 0.002,
         force,

@@ -17,7 +17,9 @@ pub struct RetrainOptions {
     pub days: usize,
     pub out: PathBuf,
     pub models: PathBuf,
-    pub epochs: usize,
+    /// Passes of the batch recipe; `None`: the model's default
+    /// ([`recsys_engine::train::default_passes`]).
+    pub epochs: Option<usize>,
     pub batch: usize,
     /// The new model is published only if its NDCG@10 is at least the current one's
     /// minus this.
