@@ -29,18 +29,19 @@ pub(super) fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
         )
     };
     let _ = writeln!(s, "# Retrain report\n\n{verdict} {}\n", r.decision);
+    let als = r.model_kind == "Mf" && o.model.mf.recipe == recsys_engine::mf::Recipe::Als;
+    let pass = if als { "sweep" } else { "epoch" };
     let _ = writeln!(s, "## What was trained\n");
     let _ = writeln!(
         s,
-        "- Model: `{}`, {} {}, batch {}, seed {}.",
+        "- Model: `{}`, {} {}, seed {}.",
         r.model_kind,
         r.epochs.len(),
-        if r.model_kind == "Mf" && o.model.mf.recipe == recsys_engine::mf::Recipe::Als {
-            "ALS sweep(s) (the loss is the weighted square loss per observed pair)"
+        if als {
+            "ALS sweep(s) (the loss is the weighted square loss per observed pair)".to_owned()
         } else {
-            "epoch(s)"
+            format!("epoch(s) in batches of {}", o.batch)
         },
-        o.batch,
         o.seed
     );
     let model_cfg = match r.model_kind.as_str() {
@@ -77,7 +78,7 @@ pub(super) fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
     let _ = writeln!(s, "## How long it took\n");
     let _ = writeln!(
         s,
-        "| epoch | loss | events | seconds | events/s |\n|---:|---:|---:|---:|---:|"
+        "| {pass} | loss | events | seconds | events/s |\n|---:|---:|---:|---:|---:|"
     );
     for e in &r.epochs {
         let _ = writeln!(
@@ -130,8 +131,12 @@ pub(super) fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
         );
         let _ = writeln!(
             s,
-            "- After the evaluation, the model was also trained on the test day ({} events per epoch), so it has seen every archived event before the cutoff.",
-            r.refit_events
+            "- After the evaluation, the model was also trained on the test day ({}), so it has seen every archived event before the cutoff.",
+            if als {
+                format!("ALS sweeps again over every day, {} events", r.refit_events)
+            } else {
+                format!("{} events per epoch", r.refit_events)
+            }
         );
         let _ = writeln!(
             s,
@@ -158,7 +163,7 @@ pub(super) fn markdown(r: &RetrainReport, o: &RetrainOptions) -> String {
             "loss.png" => {
                 let _ = writeln!(
                     s,
-                    "- `loss.png`: mean training loss (y) per epoch (x, 1 to {}), blue.",
+                    "- `loss.png`: mean training loss (y) per {pass} (x, 1 to {}), blue.",
                     r.epochs.len()
                 );
             }
