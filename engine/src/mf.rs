@@ -307,9 +307,7 @@ impl MfModel {
         if self.gram.as_ref().is_none_or(crate::refit::Gram::stale) {
             // Every row, a freed one with its initial values too: the cache then
             // follows each row change without asking which rows hold an id.
-            let (items, d) = (&self.items, self.cfg.dim);
-            let rows = (0..items.rows() as u32).map(|r| items.row(r));
-            self.gram = Some(crate::refit::Gram::of(d, rows));
+            self.gram = Some(crate::refit::Gram::of(self.cfg.dim, self.items.values()));
         }
         let Some(gram) = self.gram.as_ref() else {
             return Vec::new();
@@ -319,7 +317,7 @@ impl MfModel {
             .map(|(user, items)| crate::refit::Refit {
                 start: self.users.row(*user),
                 items: items.iter().map(|&r| self.items.row(r)).collect(),
-                scale: Vec::new(),
+                scale: &[],
                 lambda,
             })
             .collect();

@@ -7,9 +7,10 @@
 //! [`Gram`] keeps `VᵀV` current as item rows change, so a refit costs O(dim²) per user,
 //! not a pass over the catalog.
 
-/// The Gram matrix `VᵀV` of item vectors (`n × dim`, row-major, rows that are `None`
-/// skipped), `dim × dim` row-major, in f64.
-pub fn gram<'a>(dim: usize, vectors: impl Iterator<Item = &'a [f32]>) -> Vec<f64> {
+/// The Gram matrix `VᵀV` of item vectors, row by row in f64: the test oracle of
+/// [`gram_of`].
+#[cfg(test)]
+fn gram<'a>(dim: usize, vectors: impl Iterator<Item = &'a [f32]>) -> Vec<f64> {
     let mut g = vec![0.0f64; dim * dim];
     for v in vectors {
         for a in 0..dim {
@@ -58,10 +59,11 @@ pub struct Gram {
 const REBUILD_AFTER: u64 = 1 << 20;
 
 impl Gram {
-    pub fn of<'a>(dim: usize, rows: impl Iterator<Item = &'a [f32]>) -> Self {
+    /// Of `values`, `n × dim` row-major.
+    pub fn of(dim: usize, values: &[f32]) -> Self {
         Self {
             dim,
-            g: gram(dim, rows),
+            g: gram_of(dim, values),
             changes: 0,
         }
     }
@@ -125,7 +127,7 @@ pub struct Refit<'a> {
     pub start: &'a [f32],
     pub items: Vec<&'a [f32]>,
     /// Each item's extra confidence as a multiple of `alpha`; empty: 1 for every item.
-    pub scale: Vec<f32>,
+    pub scale: &'a [f32],
     pub lambda: f32,
 }
 
@@ -350,7 +352,7 @@ mod tests {
             .map(|(m, s)| Refit {
                 start: s,
                 items: m.iter().map(|&k| items[k].as_slice()).collect(),
-                scale: Vec::new(),
+                scale: &[],
                 lambda,
             })
             .collect();
@@ -365,7 +367,7 @@ mod tests {
         let empty = [Refit {
             start: &starts[0],
             items: Vec::new(),
-            scale: Vec::new(),
+            scale: &[],
             lambda,
         }];
         assert!(
@@ -379,7 +381,7 @@ mod tests {
     fn the_kept_gram_follows_row_changes() {
         let d = 6;
         let mut rows = table(30, d);
-        let mut kept = Gram::of(d, rows.iter().map(Vec::as_slice));
+        let mut kept = Gram::of(d, &rows.concat());
         let changed = [2usize, 5, 17];
         let old: Vec<f32> = changed.iter().flat_map(|&k| rows[k].clone()).collect();
         for &k in &changed {

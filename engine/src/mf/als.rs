@@ -1,8 +1,8 @@
 //! The batch recipe of alternating least squares (Hu, Koren and Volinsky 2008; the
 //! conjugate-gradient solve of Takács et al. 2011, as `implicit` fits it): every
 //! user-item pair seen is a one with confidence `1 + alpha` (`1 + alpha (1 + ln n)` when
-//! seen `n` times), every other pair a zero with confidence 1, and each sweep solves all user rows against the fixed item rows, then
-//! all item rows against the fixed user rows. A sweep costs O(pairs · dim · steps +
+//! seen `n` times), every other pair a zero with confidence 1, and each sweep solves all
+//! user rows against the fixed item rows, then all item rows against the fixed user rows. A sweep costs O(pairs · dim · steps +
 //! rows · dim²), against a softmax epoch's O(events · candidates · dim): on the data we
 //! have it fits in a few per cent of the time and ranks as well (docs/BENCHMARKS.md).
 //!
@@ -75,9 +75,7 @@ impl AlsConfig {
         }
         Ok(())
     }
-}
 
-impl AlsConfig {
     /// The L2 penalty of a row with `pairs` pairs against `others` rows.
     fn penalty(&self, pairs: usize, others: usize) -> f32 {
         if self.lambda_exponent == 0.0 {
@@ -197,7 +195,7 @@ fn sweep(
                     Refit {
                         start: solved_ref.row(r),
                         items: mine.iter().map(|&p| fixed.row(p)).collect(),
-                        scale: partners.scales_of_row(r as usize).to_vec(),
+                        scale: partners.scales_of_row(r as usize),
                         lambda: cfg.penalty(mine.len(), fixed.rows()),
                     }
                 })
