@@ -82,26 +82,39 @@ impl Pipeline {
         if follow_cfg.models_dir.is_empty() {
             follow_cfg.models_dir = cfg.trainer.models_dir.clone();
         }
-        let follower = ItemFollower::new(follow_cfg, cfg.serving.generation, catalog.clone())?;
+        let follower = ItemFollower::new(
+            follow_cfg,
+            cfg.kafka.clone(),
+            cfg.serving.generation,
+            catalog.clone(),
+        )?;
         let follow = follower.status();
         let follow_cancel = CancellationToken::new();
         let follower = tokio::spawn(follower.run(follow_cancel.clone()));
 
-        let events = KafkaEventSink::new(&cfg.trainer.brokers, &cfg.serving.events_topic)
-            .map_err(anyhow::Error::msg)?;
+        let events =
+            KafkaEventSink::new(&cfg.kafka, &cfg.trainer.brokers, &cfg.serving.events_topic)
+                .map_err(anyhow::Error::msg)?;
         let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
         let items = KafkaItemVectorSink::new(
+            &cfg.kafka,
             &cfg.trainer.brokers,
             &cfg.trainer.item_vectors_topic,
             &cfg.trainer.popular_topic,
         )?;
-        let trainer = OnlineTrainer::new(cfg.trainer.clone(), model, writer, Arc::new(items))?
-            .with_index_config(cfg.index.clone());
+        let trainer = OnlineTrainer::new(
+            cfg.trainer.clone(),
+            cfg.kafka.clone(),
+            model,
+            writer,
+            Arc::new(items),
+        )?
+        .with_index_config(cfg.index.clone());
         let stats = trainer.stats();
-        let gauges = stats.clone();
+        let probe = Arc::new(crate::admin::TrainerProbe(stats.clone()));
         let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?
             .with_events(Arc::new(events))
-            .with_gauges(Arc::new(move || recsys_trainer::metrics::gauges(&gauges)));
+            .with_companion(probe);
         let (server, addr) = recsys_serving::start(state)
             .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;
         let server_handle = server.handle();

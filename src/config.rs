@@ -8,6 +8,7 @@ use anyhow::bail;
 use recsys_engine::device::Backend;
 use recsys_engine::model::ModelConfig;
 use recsys_index::IndexConfig;
+use recsys_schemas::KafkaConfig;
 use recsys_serving::{ServingConfig, StoreConfig};
 use recsys_trainer::TrainerConfig;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ pub struct Config {
     pub model: ModelConfig,
     pub compute: ComputeConfig,
     pub index: IndexConfig,
+    /// librdkafka properties for every Kafka client (`security.protocol`, `sasl.*`, ...).
+    pub kafka: KafkaConfig,
     pub trainer: TrainerConfig,
     pub serving: ServingConfig,
     pub store: StoreConfig,
@@ -47,6 +50,7 @@ impl Config {
         self.index.validate()?;
         self.trainer.validate()?;
         self.serving.validate()?;
+        recsys_serving::kafka::check(&self.kafka)?;
         if self.trainer.generation != self.serving.generation {
             bail!(
                 "serving.generation: {} differs from trainer.generation {} in one process",

@@ -16,6 +16,7 @@ use recsys_engine::metrics::{Mean, recall_at_k};
 use recsys_engine::popularity::Popularity;
 use recsys_engine::synth::{SynthConfig, SynthData};
 use recsys_index::ids::IdMap;
+use recsys_schemas::{KafkaClient, KafkaConfig};
 use serde::Serialize;
 
 use crate::allinone::{Pipeline, memory_store, topics};
@@ -115,7 +116,14 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 max_lag: 50_000,
                 consumed: &consumed,
             };
-            produce(&brokers, &topic, &data, malformed, Some(pace))
+            produce(
+                &KafkaConfig::default(),
+                &brokers,
+                &topic,
+                &data,
+                malformed,
+                Some(pace),
+            )
         })
     };
     let produced = producer.await??;
@@ -191,16 +199,17 @@ pub struct Pace<'a> {
 /// broken messages spread through it, paced by `pace` when given. Returns the number of
 /// messages sent.
 pub fn produce(
+    kafka: &KafkaConfig,
     brokers: &str,
     topic: &str,
     data: &SynthData,
     malformed: usize,
     pace: Option<Pace<'_>>,
 ) -> anyhow::Result<usize> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka
+        .properties(KafkaClient::LoadProducer, brokers, None)
+        .into_iter()
+        .collect::<ClientConfig>()
         .create()?;
     let broken: Vec<(&str, Vec<u8>)> = [
         r#"{"user_id":"","item_id":"i1"}"#,

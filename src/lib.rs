@@ -2,6 +2,7 @@
 //! code: the configuration of every section, the embedded broker, the in-process wiring
 //! of trainer and server, the long-running commands, the demo and the benchmarks.
 
+pub mod admin;
 pub mod allinone;
 pub mod bench;
 pub mod config;

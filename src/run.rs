@@ -74,13 +74,31 @@ pub async fn train(cfg: Config) -> anyhow::Result<()> {
     let url = require_redis(&cfg, "train")?;
     let writer = redis_writer(&cfg, url).await?;
     let items = KafkaItemVectorSink::new(
+        &cfg.kafka,
         &cfg.trainer.brokers,
         &cfg.trainer.item_vectors_topic,
         &cfg.trainer.popular_topic,
     )?;
     let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
-    let trainer = OnlineTrainer::new(cfg.trainer.clone(), model, writer, Arc::new(items))?
-        .with_index_config(cfg.index.clone());
+    let trainer = OnlineTrainer::new(
+        cfg.trainer.clone(),
+        cfg.kafka.clone(),
+        model,
+        writer,
+        Arc::new(items),
+    )?
+    .with_index_config(cfg.index.clone());
+    let admin = if cfg.trainer.admin_bind.is_empty() {
+        None
+    } else {
+        let bind = &cfg.trainer.admin_bind;
+        let (server, addr) = crate::admin::start(bind, trainer.stats())
+            .with_context(|| format!("trainer.admin_bind: cannot listen on {bind}"))?;
+        info!(%addr, "trainer admin endpoints: /healthz /readyz /metrics");
+        let handle = server.handle();
+        tokio::spawn(server);
+        Some(handle)
+    };
     let cancel = CancellationToken::new();
     let mut task = tokio::spawn(trainer.run(cancel.clone()));
     info!(brokers = %cfg.trainer.brokers, topic = %cfg.trainer.topic, "trainer running");
@@ -94,6 +112,9 @@ pub async fn train(cfg: Config) -> anyhow::Result<()> {
     info!("shutting down: training what is buffered, publishing, writing a snapshot");
     cancel.cancel();
     task.await.context("trainer task")??;
+    if let Some(admin) = admin {
+        admin.stop(true).await;
+    }
     Ok(())
 }
 
@@ -106,6 +127,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Replica {
         serving,
         index: cfg.index.clone(),
+        kafka: cfg.kafka.clone(),
         redis_url: cfg.store.redis_url.clone(),
     }
     .run(shutdown_signal())

@@ -342,3 +342,31 @@ fn the_checks_see_what_they_look_for() {
         vec!["a".to_owned()]
     );
 }
+
+/// Every Kafka client the crates make takes its properties from
+/// `recsys_schemas::KafkaConfig::properties`, so the `[kafka]` table (TLS, SASL, ...)
+/// reaches all of them: no crate source builds a `ClientConfig` of its own or sets a
+/// property on one. Integration tests may (their clients are test tools).
+#[test]
+fn every_kafka_client_is_configured_in_one_place() {
+    let mut files = Vec::new();
+    rust_files(&root(), &mut files);
+    let mut own = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root()).unwrap_or(&file).to_path_buf();
+        if rel.starts_with("tests") || rel.components().any(|c| c.as_os_str() == "tests") {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&file).unwrap_or_default());
+        if ["ClientConfig::new", "ClientConfig::default"]
+            .iter()
+            .any(|made| code.contains(made))
+        {
+            own.push(rel.display().to_string());
+        }
+    }
+    assert!(
+        own.is_empty(),
+        "Kafka clients configured outside schemas/src/kafka.rs: {own:?}"
+    );
+}

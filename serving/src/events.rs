@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use recsys_schemas::{KafkaClient, KafkaConfig};
 
 use crate::{Result, ServingError};
 
@@ -22,11 +23,11 @@ pub struct KafkaEventSink {
 }
 
 impl KafkaEventSink {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("message.timeout.ms", "5000")
-            .set("linger.ms", "2")
+    pub fn new(kafka: &KafkaConfig, brokers: &str, topic: &str) -> Result<Self> {
+        let producer = kafka
+            .properties(KafkaClient::EventProducer, brokers, None)
+            .into_iter()
+            .collect::<ClientConfig>()
             .create()
             .map_err(|e| ServingError::Config(format!("kafka producer: {e}")))?;
         Ok(Self {

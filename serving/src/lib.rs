@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod follow;
+pub mod kafka;
 pub mod limits;
 pub mod metrics;
 pub mod replica;
@@ -18,7 +19,7 @@ pub mod search;
 mod server;
 pub mod store;
 
-pub use api::AppState;
+pub use api::{AppState, Companion};
 pub use auth::{AuthConfig, Role};
 pub use catalog::{Catalog, CatalogHolder};
 pub use config::{ServingConfig, StoreConfig};

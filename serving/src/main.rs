@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use recsys_index::IndexConfig;
+use recsys_schemas::KafkaConfig;
 use recsys_serving::replica::{Replica, init_tracing, shutdown_signal};
 use recsys_serving::{ServingConfig, StoreConfig};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,7 @@ enum Command {
 #[serde(default, deny_unknown_fields)]
 struct ServeConfig {
     index: IndexConfig,
+    kafka: KafkaConfig,
     serving: ServingConfig,
     store: StoreConfig,
     #[serde(skip_serializing)]
@@ -52,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         recsys_schemas::config::load_layered(cli.config.as_deref(), std::env::vars())?;
     cfg.index.validate()?;
     cfg.serving.validate()?;
+    recsys_serving::kafka::check(&cfg.kafka)?;
     if let Some(Command::Config) = cli.command {
         print!("{}", toml::to_string_pretty(&cfg)?);
         return Ok(());
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     Replica {
         serving: cfg.serving,
         index: cfg.index,
+        kafka: cfg.kafka,
         redis_url: cfg.store.redis_url,
     }
     .run(shutdown_signal())

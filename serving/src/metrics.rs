@@ -8,60 +8,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use recsys_schemas::api::Source;
+use recsys_schemas::histogram::{Bounds, Histogram, RequestBounds};
 
 use crate::catalog::Catalog;
 use crate::follow::FollowStatus;
 
 /// Upper bounds of the latency buckets, seconds.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+const BUCKETS: &[f64] = RequestBounds::BOUNDS;
+
+/// The latency of one stage of the request path, unlabelled and lock-free.
+pub type StageHistogram = Histogram<RequestBounds>;
 
 #[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
+struct RouteHistogram {
+    counts: [u64; RequestBounds::BOUNDS.len()],
     count: u64,
     sum: f64,
-}
-
-/// The latency of one stage of the request path, unlabelled and lock-free: timing a
-/// stage costs two clock reads and two atomic adds. Counts are kept per bucket and
-/// made cumulative when rendered.
-#[derive(Default)]
-pub struct StageHistogram {
-    /// Per bucket of `BUCKETS`, then one past the last bound.
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_ns: AtomicU64,
-}
-
-impl StageHistogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS.partition_point(|&b| b < seconds);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {}\n{name}_count {cumulative}",
-            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-        );
-    }
 }
 
 /// Why an answer came from a fallback path.
@@ -120,7 +84,7 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
 #[derive(Default)]
 pub struct Metrics {
     /// (route pattern, method, status) → latency histogram
-    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), Histogram>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), RouteHistogram>>,
     fallbacks: Mutex<BTreeMap<FallbackCause, u64>>,
     /// Answers by source, indexed as `SOURCES`.
     sources: [AtomicU64; SOURCES.len()],
@@ -340,6 +304,7 @@ pub fn catalog_gauges(catalog: &Catalog, f: &FollowStatus) -> Vec<Gauge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn renders_counts_buckets_and_gauges() {

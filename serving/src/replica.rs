@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use recsys_index::IndexConfig;
+use recsys_schemas::KafkaConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -20,6 +21,8 @@ use crate::{
 pub struct Replica {
     pub serving: ServingConfig,
     pub index: IndexConfig,
+    /// The `[kafka]` table.
+    pub kafka: KafkaConfig,
     /// `store.redis_url`.
     pub redis_url: String,
 }
@@ -51,11 +54,16 @@ impl Replica {
                     ServingError::Config(format!("store.redis_url: connecting to {url}: {e}"))
                 })?;
         let catalog = Arc::new(CatalogHolder::new(cfg.generation, self.index));
-        let follower = ItemFollower::new(cfg.follow.clone(), cfg.generation, catalog.clone())?;
+        let follower = ItemFollower::new(
+            cfg.follow.clone(),
+            self.kafka.clone(),
+            cfg.generation,
+            catalog.clone(),
+        )?;
         let follow = follower.status();
         let cancel = CancellationToken::new();
         let mut follower = tokio::spawn(follower.run(cancel.clone()));
-        let events = KafkaEventSink::new(&cfg.follow.brokers, &cfg.events_topic)?;
+        let events = KafkaEventSink::new(&self.kafka, &cfg.follow.brokers, &cfg.events_topic)?;
         let bind = cfg.bind.clone();
         let state = AppState::new(catalog, Arc::new(reader), cfg, follow)
             .map_err(|e| ServingError::Config(format!("serving.search_threads: {e}")))?

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use recsys_index::IndexConfig;
+use recsys_schemas::KafkaConfig;
 use recsys_serving::{CatalogHolder, FollowConfig, ItemFollower};
 use recsys_trainer::sink::{ItemUpdate, ItemVectorSink, KafkaItemVectorSink};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,12 @@ pub(super) async fn delta(opts: &DeltaSize, index_cfg: &IndexConfig) -> anyhow::
     // base catalog is published before the replica starts reading.
     let kafka = EmbeddedKafka::start(&[("item-vectors", 16), ("item-popularity", 1)])?;
     let brokers = kafka.bootstrap_servers().to_owned();
-    let sink = KafkaItemVectorSink::new(&brokers, "item-vectors", "item-popularity")?;
+    let sink = KafkaItemVectorSink::new(
+        &KafkaConfig::default(),
+        &brokers,
+        "item-vectors",
+        "item-popularity",
+    )?;
     let (base, _) = clustered(opts.delta_base_items, 0, dim, opts.seed + 1);
     let updates = |range: std::ops::Range<usize>, vectors: &[f32]| -> Vec<ItemUpdate> {
         range
@@ -49,6 +55,7 @@ pub(super) async fn delta(opts: &DeltaSize, index_cfg: &IndexConfig) -> anyhow::
             brokers: brokers.clone(),
             ..FollowConfig::default()
         },
+        KafkaConfig::default(),
         1,
         catalog.clone(),
     )?;

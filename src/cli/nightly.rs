@@ -88,6 +88,7 @@ pub struct RetrainArgs {
 pub async fn archive(a: ArchiveArgs, cfg: &Config) -> anyhow::Result<()> {
     let opts = ArchiveOptions {
         brokers: cfg.trainer.brokers.clone(),
+        kafka: cfg.kafka.clone(),
         topic: cfg.trainer.topic.clone(),
         group_id: format!("{}-archive", cfg.trainer.group_id),
         out: a.out,

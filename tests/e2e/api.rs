@@ -10,6 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use recsys::embedded::EmbeddedKafka;
 use recsys_index::IndexConfig;
+use recsys_schemas::KafkaConfig;
 use recsys_serving::{
     AppState, AuthConfig, CatalogHolder, FollowStatus, KafkaEventSink, RedisUserVectorStore,
     ServingConfig,
@@ -126,7 +127,8 @@ async fn every_endpoint_bad_inputs_auth_limits_and_a_redis_outage() {
         },
         ..ServingConfig::default()
     };
-    let sink = KafkaEventSink::new(kafka.bootstrap_servers(), "events").unwrap();
+    let sink =
+        KafkaEventSink::new(&KafkaConfig::default(), kafka.bootstrap_servers(), "events").unwrap();
     let state = AppState::new(catalog.clone(), Arc::new(reader), cfg, follow)
         .unwrap()
         .with_events(Arc::new(sink));
@@ -404,7 +406,8 @@ async fn random_requests_from_the_openapi_document_never_get_a_5xx() {
         ..ServingConfig::default()
     };
     let store = Arc::new(recsys_index::store::MemoryUserStore::new());
-    let sink = KafkaEventSink::new(kafka.bootstrap_servers(), "events").unwrap();
+    let sink =
+        KafkaEventSink::new(&KafkaConfig::default(), kafka.bootstrap_servers(), "events").unwrap();
     let state = AppState::new(catalog, store, cfg, follow)
         .unwrap()
         .with_events(Arc::new(sink));

@@ -1,5 +1,5 @@
 //! The Parquet archive keeps every event exactly once across crashes: `recsys archive` is
-//! killed with SIGKILL at several points of a stream on the embedded broker, restarted,
+//! killed with SIGKILL at several points of a stream on each broker, restarted,
 //! and finally run as a catch-up job; the archive then holds each produced event once.
 
 use std::collections::HashSet;
@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use recsys::embedded::BrokerKind;
 use recsys_engine::synth::SynthConfig;
 use recsys_trainer::archive;
 
@@ -31,17 +32,21 @@ fn committed_total(out: &Path) -> i64 {
     archive::committed(out).map_or(0, |m| m.values().sum())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_keeps_every_event_exactly_once() {
-    let (kafka, data, sent) = crate::broker_with_stream(SynthConfig {
-        users: 400,
-        items: 200,
-        events: 20_000,
-        clusters: 5,
-        days: 3,
-        seed: 8,
-        ..SynthConfig::default()
-    })
+on_both_brokers!(sigkill_mid_stream_keeps_every_event_exactly_once => kill_and_catch_up);
+
+async fn kill_and_catch_up(broker: BrokerKind) {
+    let (kafka, data, sent) = crate::broker_with_stream(
+        broker,
+        SynthConfig {
+            users: 400,
+            items: 200,
+            events: 20_000,
+            clusters: 5,
+            days: 3,
+            seed: 8,
+            ..SynthConfig::default()
+        },
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("archive");

@@ -1,5 +1,5 @@
 //! Exactly-once training state across crashes: a `recsys train` child process is killed
-//! with SIGKILL at several points of a stream on the embedded broker; after each kill the
+//! with SIGKILL at several points of a stream on each broker; after each kill the
 //! newest checkpoint must account for every message below its offsets exactly once
 //! (applied + dead-lettered + skipped = next offset, per partition), and after restarts
 //! training reaches the end of the stream.
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use recsys::embedded::BrokerKind;
 use recsys_engine::checkpoint::{self, CheckpointMeta};
 use recsys_engine::device::cpu_autodiff_device;
 use recsys_engine::synth::SynthConfig;
@@ -44,29 +45,38 @@ fn assert_accounted(meta: &CheckpointMeta) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_several_points_loses_nothing_and_applies_nothing_twice() {
-    kill_and_resume("").await;
+on_both_brokers!(
+    sigkill_at_several_points_loses_nothing_and_applies_nothing_twice => mf
+);
+
+async fn mf(broker: BrokerKind) {
+    kill_and_resume(broker, "").await;
 }
 
 /// The same with the two-tower model, whose checkpoints also carry the MLPs, Adam's
 /// state, histories and item features.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tower_trainer_survives_sigkill_the_same_way() {
-    kill_and_resume("[model]\nkind = \"two_tower\"\n[model.two_tower]\ndim = 32\nhidden = 32\n")
-        .await;
+    kill_and_resume(
+        BrokerKind::Mock,
+        "[model]\nkind = \"two_tower\"\n[model.two_tower]\ndim = 32\nhidden = 32\n",
+    )
+    .await;
 }
 
-async fn kill_and_resume(model_toml: &str) {
+async fn kill_and_resume(broker: BrokerKind, model_toml: &str) {
     let redis = RedisServer::start();
-    let (kafka, data, sent) = crate::broker_with_stream(SynthConfig {
-        users: 500,
-        items: 300,
-        events: 30_000,
-        clusters: 6,
-        seed: 21,
-        ..SynthConfig::default()
-    })
+    let (kafka, data, sent) = crate::broker_with_stream(
+        broker,
+        SynthConfig {
+            users: 500,
+            items: 300,
+            events: 30_000,
+            clusters: 6,
+            seed: 21,
+            ..SynthConfig::default()
+        },
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("checkpoints");
@@ -76,10 +86,12 @@ async fn kill_and_resume(model_toml: &str) {
         format!(
             "[trainer]\nbrokers = \"{}\"\nbatch_size = 128\nbatch_timeout_ms = 50\n\
              checkpoint_dir = \"{}\"\ncheckpoint_interval_ms = 150\n\
-             [store]\nredis_url = \"{}\"\n{model_toml}",
+             admin_bind = \"127.0.0.1:0\"\n[store]\nredis_url = \"{}\"\n{model_toml}\n\
+             [kafka]\n{}",
             kafka.bootstrap_servers(),
             ckpt.display(),
-            redis.url()
+            redis.url(),
+            toml::to_string(&kafka.kafka_config()).unwrap(),
         ),
     )
     .unwrap();

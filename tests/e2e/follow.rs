@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use recsys::embedded::EmbeddedKafka;
+use recsys::embedded::{BrokerKind, TestBroker};
 use recsys_index::ids::IdMap;
 use recsys_index::snapshot;
 use recsys_index::store::MemoryUserStore;
 use recsys_index::{IndexConfig, ItemIndex};
+use recsys_schemas::KafkaConfig;
 use recsys_serving::{
     AppState, CatalogHolder, FollowConfig, FollowStatus, ItemFollower, ServingConfig,
 };
@@ -49,15 +50,16 @@ fn write_snapshot(dir: &Path, items: &[(usize, f32)], offsets: &BTreeMap<i32, i6
 }
 
 /// A broker with the two topics, the trainer's item sink on it, and a snapshot directory.
-fn setup() -> (
-    EmbeddedKafka,
-    String,
-    KafkaItemVectorSink,
-    tempfile::TempDir,
-) {
-    let kafka = EmbeddedKafka::start(&TOPICS).unwrap();
+async fn setup(broker: BrokerKind) -> (TestBroker, String, KafkaItemVectorSink, tempfile::TempDir) {
+    let kafka = TestBroker::start(broker, &TOPICS).await.unwrap();
     let brokers = kafka.bootstrap_servers().to_owned();
-    let sink = KafkaItemVectorSink::new(&brokers, "item-vectors", "item-popularity").unwrap();
+    let sink = KafkaItemVectorSink::new(
+        &kafka.kafka_config(),
+        &brokers,
+        "item-vectors",
+        "item-popularity",
+    )
+    .unwrap();
     (kafka, brokers, sink, tempfile::tempdir().unwrap())
 }
 
@@ -85,7 +87,8 @@ impl Replica {
     /// user vectors from `store`, with `workers` HTTP workers.
     pub fn start_with(follow: FollowConfig, store: Arc<MemoryUserStore>, workers: usize) -> Self {
         let catalog = Arc::new(CatalogHolder::new(1, IndexConfig::default()));
-        let follower = ItemFollower::new(follow, 1, catalog.clone()).unwrap();
+        let follower =
+            ItemFollower::new(follow, KafkaConfig::default(), 1, catalog.clone()).unwrap();
         let status = follower.status();
         let cancel = CancellationToken::new();
         let follower = tokio::spawn(follower.run(cancel.clone()));
@@ -142,9 +145,12 @@ impl Replica {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
-    let (_kafka, brokers, sink, dir) = setup();
+on_both_brokers!(
+    replica_starts_from_snapshot_and_applies_only_later_deltas_in_order => from_snapshot
+);
+
+async fn from_snapshot(broker: BrokerKind) {
+    let (_kafka, brokers, sink, dir) = setup(broker).await;
 
     // Before the snapshot: 400 items at version 1.
     sink.publish_items(1, updates(0..400, 1.0)).await.unwrap();
@@ -241,7 +247,7 @@ async fn replica_starts_from_snapshot_and_applies_only_later_deltas_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_newest_snapshot_falls_back_to_the_older_one() {
-    let (_kafka, brokers, sink, dir) = setup();
+    let (_kafka, brokers, sink, dir) = setup(BrokerKind::Mock).await;
 
     sink.publish_items(1, updates(0..100, 1.0)).await.unwrap();
     let first = sink.end_offsets().await.unwrap();

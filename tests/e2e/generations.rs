@@ -228,7 +228,8 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
         seed: 21,
         ..SynthConfig::default()
     };
-    let (kafka, _data, sent) = crate::broker_with_stream(synth.clone()).await;
+    let (kafka, _data, sent) =
+        crate::broker_with_stream(recsys::embedded::BrokerKind::Mock, synth.clone()).await;
     let brokers = kafka.bootstrap_servers().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = dir.path().join("archive");
@@ -237,6 +238,7 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
     // Tonight's archive: everything produced so far.
     let opts = recsys_trainer::archive::ArchiveOptions {
         brokers: brokers.clone(),
+        kafka: recsys_schemas::KafkaConfig::default(),
         topic: "events".into(),
         group_id: "test-archive".into(),
         out: archive_dir.clone(),
@@ -284,10 +286,13 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
     .unwrap();
     let after = {
         let (brokers, later) = (brokers.clone(), later.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &later, 0, None))
-            .await
-            .unwrap()
-            .unwrap()
+        let kafka_cfg = recsys_schemas::KafkaConfig::default();
+        tokio::task::spawn_blocking(move || {
+            produce(&kafka_cfg, &brokers, "events", &later, 0, None)
+        })
+        .await
+        .unwrap()
+        .unwrap()
     };
     pipeline
         .wait_for((sent + after) as u64, Duration::from_secs(120))

@@ -1,11 +1,33 @@
-//! End-to-end tests: the real Kafka protocol (librdkafka's mock cluster) and a real
-//! redis-server started on a free loopback port.
+//! End-to-end tests: the real Kafka protocol and a real redis-server started on a free
+//! loopback port. The pipeline, crash, archive and follow tests run one body against two
+//! brokers ([`on_both_brokers!`]): librdkafka's mock cluster, and a real tansu broker
+//! process (installed into `~/.cache/recsys` when missing).
+
+/// Two tests from one body `async fn(BrokerKind)` of the invoking module: `NAME::mock` on librdkafka's mock
+/// cluster and `NAME::tansu` on a real tansu broker.
+macro_rules! on_both_brokers {
+    ($(#[$doc:meta])* $name:ident => $body:ident) => {
+        $(#[$doc])*
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mock() {
+                super::$body(recsys::embedded::BrokerKind::Mock).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tansu() {
+                super::$body(recsys::embedded::BrokerKind::Tansu).await
+            }
+        }
+    };
+}
 
 mod api;
 mod archive;
 mod crash;
 mod follow;
 mod generations;
+mod health;
 mod pipeline;
 mod redis_store;
 mod replay;
@@ -15,18 +37,24 @@ use std::net::SocketAddr;
 use recsys::allinone::topics;
 use recsys::config::Config;
 use recsys::demo::produce;
-use recsys::embedded::EmbeddedKafka;
+use recsys::embedded::{BrokerKind, TestBroker};
 use recsys_engine::synth::{SynthConfig, SynthData};
 
-/// An embedded broker with the default topics (2 event partitions) and `synth`'s training
+/// A broker of `kind` with the default topics (2 event partitions) and `synth`'s training
 /// stream produced into `events`, plus 3 malformed messages. Returns the broker, the data
 /// and the number of messages sent.
-async fn broker_with_stream(synth: SynthConfig) -> (EmbeddedKafka, SynthData, usize) {
-    let kafka = EmbeddedKafka::start(&topics(&Config::default(), 2)).unwrap();
+async fn broker_with_stream(
+    kind: BrokerKind,
+    synth: SynthConfig,
+) -> (TestBroker, SynthData, usize) {
+    let kafka = TestBroker::start(kind, &topics(&Config::default(), 2))
+        .await
+        .unwrap();
     let data = synth.generate().unwrap();
     let sent = {
         let (brokers, data) = (kafka.bootstrap_servers().to_owned(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3, None))
+        let kafka_cfg = kafka.kafka_config();
+        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 3, None))
             .await
             .unwrap()
             .unwrap()

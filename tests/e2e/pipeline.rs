@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use recsys::allinone::{Pipeline, topics};
 use recsys::config::Config;
 use recsys::demo::produce;
-use recsys::embedded::EmbeddedKafka;
+use recsys::embedded::{BrokerKind, EmbeddedKafka, TestBroker};
 use recsys_engine::synth::SynthConfig;
 use recsys_serving::{RedisUserVectorStore, UserVectorStore};
 use recsys_testkit::HttpClient;
@@ -22,12 +22,14 @@ use recsys_trainer::sink::{RedisUserVectorSink, UserVectorSink};
 use crate::follow::Replica;
 use recsys_testkit::RedisServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_to_recommendations_over_http() {
+on_both_brokers!(events_to_recommendations_over_http => over_http);
+
+async fn over_http(broker: BrokerKind) {
     let redis = RedisServer::start();
     let mut cfg = Config::default();
-    let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
+    let kafka = TestBroker::start(broker, &topics(&cfg, 2)).await.unwrap();
     cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
+    cfg.kafka = kafka.kafka_config();
     cfg.trainer.batch_size = 256;
     cfg.trainer.publish_interval_ms = 100;
     cfg.serving.bind = "127.0.0.1:0".into();
@@ -47,7 +49,8 @@ async fn events_to_recommendations_over_http() {
     .unwrap();
     let sent = {
         let (brokers, data) = (cfg.trainer.brokers.clone(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 3, None))
+        let kafka_cfg = cfg.kafka.clone();
+        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 3, None))
             .await
             .unwrap()
             .unwrap()
@@ -289,7 +292,8 @@ async fn hidden_items_leave_index_and_popular_list_and_come_back() {
     .unwrap();
     let sent = {
         let (brokers, data) = (brokers.clone(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 0, None))
+        let kafka_cfg = recsys_schemas::KafkaConfig::default();
+        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 0, None))
             .await
             .unwrap()
             .unwrap()

@@ -43,7 +43,8 @@ async fn the_replay_learns_bit_for_bit_what_the_kafka_loop_learns() {
     .unwrap();
     let sent = {
         let (brokers, data) = (cfg.trainer.brokers.clone(), data.clone());
-        tokio::task::spawn_blocking(move || produce(&brokers, "events", &data, 0, None))
+        let kafka_cfg = recsys_schemas::KafkaConfig::default();
+        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 0, None))
             .await
             .unwrap()
             .unwrap()

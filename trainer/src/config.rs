@@ -9,6 +9,9 @@ use crate::{Result, TrainerError};
 pub struct TrainerConfig {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
+    /// Where `recsys train` serves `/healthz`, `/readyz` and `/metrics`; empty: nowhere.
+    /// (`recsys run` reports the same on `serving.bind`.)
+    pub admin_bind: String,
     pub topic: String,
     pub dead_letter_topic: String,
     pub group_id: String,
@@ -83,6 +86,7 @@ impl Default for TrainerConfig {
     fn default() -> Self {
         Self {
             brokers: "localhost:9092".into(),
+            admin_bind: "127.0.0.1:8081".into(),
             topic: recsys_schemas::contract::EVENTS_TOPIC.into(),
             dead_letter_topic: recsys_schemas::contract::DEAD_LETTER_TOPIC.into(),
             group_id: "recsys-trainer".into(),

@@ -15,4 +15,4 @@ pub mod sink;
 
 pub use config::TrainerConfig;
 pub use error::{Result, RetryHint, TrainerError};
-pub use online::{OnlineTrainer, TrainerStats};
+pub use online::{Check, Health, OnlineTrainer, TrainerStats};

@@ -3,7 +3,8 @@
 //! owns these write halves; serving owns the read halves.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,9 @@ use recsys_schemas::contract::{
     ItemVectorMessage, POPULAR_KEY, PopularMessage, encode_vector, user_history_key,
     user_vector_key,
 };
+use recsys_schemas::{KafkaClient, KafkaConfig};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::warn;
 
 use crate::{Result, TrainerError};
 
@@ -150,33 +153,60 @@ impl UserVectorSink for MemoryUserVectorSink {
 /// waits for the broker's acknowledgement of each message, so a publish that returns
 /// `Ok` is durable and a failed one is retried whole by the caller.
 pub struct KafkaItemVectorSink {
-    producer: FutureProducer,
+    /// Replaced by a fresh one after a fatal error or a timed-out send (see
+    /// [`Self::producer`]).
+    producer: Mutex<FutureProducer>,
+    config: ClientConfig,
+    /// A send timed out: the next one starts on a new producer.
+    stale: AtomicBool,
     topic: String,
     popular_topic: String,
     timeout: Duration,
 }
 
 impl KafkaItemVectorSink {
-    pub fn new(brokers: &str, topic: &str, popular_topic: &str) -> Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("message.timeout.ms", "10000")
-            // Per-key order must survive retries: a stale vector must never land after
-            // a fresh one, nor a vector after its tombstone.
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()?;
+    pub fn new(
+        kafka: &KafkaConfig,
+        brokers: &str,
+        topic: &str,
+        popular_topic: &str,
+    ) -> Result<Self> {
+        let config: ClientConfig = kafka
+            .properties(KafkaClient::ItemVectorProducer, brokers, None)
+            .into_iter()
+            .collect();
         Ok(Self {
-            producer,
+            producer: Mutex::new(config.create()?),
+            config,
+            stale: AtomicBool::new(false),
             topic: topic.to_owned(),
             popular_topic: popular_topic.to_owned(),
             timeout: Duration::from_secs(15),
         })
     }
 
+    /// The producer, made anew if the current one failed fatally or its last send timed
+    /// out. An idempotent producer can be stuck for good once the broker no longer knows
+    /// its producer id (a broker that lost its state, the id's expiry): every later send
+    /// fails, fatally or by timing out. Everything it had in flight has failed by then,
+    /// and the caller retries the whole publish, so order per key is kept.
+    fn producer(&self) -> Result<FutureProducer> {
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = self.stale.swap(false, Ordering::Relaxed);
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            warn!(%code, %reason, "item-vector producer failed fatally; making a new one");
+            *producer = self.config.create()?;
+        } else if stale {
+            warn!("item-vector producer timed out; making a new one");
+            *producer = self.config.create()?;
+        }
+        Ok(producer.clone())
+    }
+
     /// Enqueues `(key, payload)` messages (a `None` payload is a tombstone) and waits for
     /// every acknowledgement.
     async fn send_all(&self, topic: &str, messages: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+        let producer = self.producer()?;
         let mut pending = Vec::with_capacity(messages.len());
         for (key, payload) in &messages {
             let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
@@ -186,7 +216,7 @@ impl KafkaItemVectorSink {
             let mut record = Some(record);
             let deadline = tokio::time::Instant::now() + self.timeout;
             while let Some(r) = record.take() {
-                match self.producer.send_result(r) {
+                match producer.send_result(r) {
                     Ok(delivery) => pending.push(delivery),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                         if tokio::time::Instant::now() < deadline =>
@@ -201,11 +231,22 @@ impl KafkaItemVectorSink {
         }
         let deliveries = tokio::time::timeout(self.timeout, futures::future::join_all(pending))
             .await
-            .map_err(|_| TrainerError::Store(format!("{topic}: deliveries timed out")))?;
+            .map_err(|_| {
+                self.stale.store(true, Ordering::Relaxed);
+                TrainerError::Store(format!("{topic}: deliveries timed out"))
+            })?;
         for d in deliveries {
             match d {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
+                Ok(Err((e, _))) => {
+                    if matches!(
+                        e,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+                    ) {
+                        self.stale.store(true, Ordering::Relaxed);
+                    }
+                    return Err(e.into());
+                }
                 Err(_) => return Err(TrainerError::Store(format!("{topic}: producer closed"))),
             }
         }
@@ -262,7 +303,7 @@ impl ItemVectorSink for KafkaItemVectorSink {
     }
 
     async fn end_offsets(&self) -> Result<BTreeMap<i32, i64>> {
-        let client = self.producer.clone();
+        let client = self.producer()?;
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || -> Result<BTreeMap<i32, i64>> {
             let timeout = Duration::from_secs(10);

@@ -21,4 +21,4 @@ mod state;
 
 pub use openapi::ApiDoc;
 pub use routes::{ROUTES, RouteLabel, configure};
-pub use state::{AppState, ExtraGauges};
+pub use state::{AppState, Companion};

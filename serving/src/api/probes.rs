@@ -25,17 +25,38 @@ pub(super) async fn healthz() -> HttpResponse {
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let catalog = state.catalog.load();
     let status = &state.follow;
+    let checks = state
+        .companion
+        .as_ref()
+        .map(|c| c.checks())
+        .unwrap_or_default();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|(_, ok, _)| !ok)
+        .map(|(name, _, detail)| format!("{name}: {detail}"))
+        .collect();
+    let ready = status.is_ready() && failed.is_empty();
     let mut body = serde_json::json!({
-        "ready": status.is_ready(),
+        "ready": ready,
         "model_generation": catalog.generation,
         "items": catalog.item_count(),
         "catalog_version": catalog.version,
         "applied": status.applied.load(Ordering::Relaxed),
     });
-    if status.is_ready() {
+    if !checks.is_empty() {
+        body["checks"] = checks
+            .iter()
+            .map(|(name, ok, detail)| serde_json::json!({"name": name, "ok": ok, "detail": detail}))
+            .collect();
+    }
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
-        body["error"] = "catching up with the item-vector topic".into();
+        body["error"] = if status.is_ready() {
+            failed.join("; ").into()
+        } else {
+            "catching up with the item-vector topic".into()
+        };
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
             .json(body)
@@ -45,11 +66,11 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
 pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut gauges = crate::metrics::catalog_gauges(&state.catalog.load(), &state.follow);
-    if let Some(extra) = &state.extra_gauges {
-        gauges.extend(extra());
+    let gauges = crate::metrics::catalog_gauges(&state.catalog.load(), &state.follow);
+    let mut text = state.metrics.render(&gauges);
+    if let Some(companion) = &state.companion {
+        companion.metrics(&mut text);
     }
-    let text = state.metrics.render(&gauges);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)

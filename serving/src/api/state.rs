@@ -7,7 +7,7 @@ use crate::catalog::CatalogHolder;
 use crate::events::EventSink;
 use crate::follow::FollowStatus;
 use crate::limits::RateLimiter;
-use crate::metrics::{Gauge, Metrics};
+use crate::metrics::Metrics;
 use crate::search::SearchPool;
 use crate::store::UserVectorStore;
 
@@ -23,12 +23,18 @@ pub struct AppState {
     pub events: Option<Arc<dyn EventSink>>,
     pub metrics: Metrics,
     pub event_limiter: RateLimiter,
-    /// More gauges for `/metrics` (the all-in-one process adds the trainer's).
-    pub extra_gauges: Option<ExtraGauges>,
+    /// Another part of the process whose metrics and readiness the server reports too
+    /// (the all-in-one process: the trainer).
+    pub companion: Option<Arc<dyn Companion>>,
 }
 
-/// `(name, help, value)` gauges computed at scrape time.
-pub type ExtraGauges = Arc<dyn Fn() -> Vec<Gauge> + Send + Sync>;
+/// What another part of the process adds to `/metrics` and `/readyz`.
+pub trait Companion: Send + Sync {
+    /// Appends metrics in the text exposition format.
+    fn metrics(&self, out: &mut String);
+    /// Readiness checks as `(name, ok, detail)`; `/readyz` is 200 only if all pass.
+    fn checks(&self) -> Vec<(String, bool, String)>;
+}
 
 impl AppState {
     /// Sets up searching as `cfg.search_threads` says (inline, or a pool of threads).
@@ -49,13 +55,13 @@ impl AppState {
             events: None,
             metrics: Metrics::default(),
             event_limiter,
-            extra_gauges: None,
+            companion: None,
         })
     }
 
-    /// Adds gauges to `/metrics`.
-    pub fn with_gauges(mut self, gauges: ExtraGauges) -> Self {
-        self.extra_gauges = Some(gauges);
+    /// Reports `companion`'s metrics and readiness checks beside the server's own.
+    pub fn with_companion(mut self, companion: Arc<dyn Companion>) -> Self {
+        self.companion = Some(companion);
         self
     }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicI64;
 
 use recsys_index::generations;
 use recsys_index::ids::IdMap;
+use recsys_schemas::KafkaConfig;
 
 use super::config::FollowConfig;
 use super::status::FollowStatus;
@@ -25,13 +26,20 @@ pub(super) type Followed = BTreeMap<(String, i32), (i64, i64)>;
 
 pub struct ItemFollower {
     pub(super) cfg: FollowConfig,
+    /// The `[kafka]` table.
+    pub(super) kafka: KafkaConfig,
     pub(super) generation: u64,
     pub(super) catalog: Arc<CatalogHolder>,
     pub(super) status: Arc<FollowStatus>,
 }
 
 impl ItemFollower {
-    pub fn new(cfg: FollowConfig, generation: u64, catalog: Arc<CatalogHolder>) -> Result<Self> {
+    pub fn new(
+        cfg: FollowConfig,
+        kafka: KafkaConfig,
+        generation: u64,
+        catalog: Arc<CatalogHolder>,
+    ) -> Result<Self> {
         cfg.validate()?;
         if cfg.brokers.trim().is_empty() {
             return Err(ServingError::Config(
@@ -57,6 +65,7 @@ impl ItemFollower {
         }
         Ok(Self {
             cfg,
+            kafka,
             generation,
             catalog,
             status: Arc::new(FollowStatus {

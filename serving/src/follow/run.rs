@@ -10,6 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use recsys_index::snapshot;
+use recsys_schemas::KafkaClient;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -162,12 +163,14 @@ impl ItemFollower {
         let kafka = |e: rdkafka::error::KafkaError| ServingError::Internal(format!("kafka: {e}"));
         // No consumer group: every replica reads every partition, from its own offsets.
         let consumer: Arc<StreamConsumer> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", &self.cfg.brokers)
-                .set("group.id", format!("recsys-replica-{}", std::process::id()))
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "false")
-                .set("auto.offset.reset", "earliest")
+            self.kafka
+                .properties(
+                    KafkaClient::ReplicaConsumer,
+                    &self.cfg.brokers,
+                    Some(&format!("recsys-replica-{}", std::process::id())),
+                )
+                .into_iter()
+                .collect::<ClientConfig>()
                 .create()
                 .map_err(kafka)?,
         );

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use recsys_schemas::Event;
+use recsys_schemas::{Event, KafkaClient, KafkaConfig};
 use serde::Serialize;
 
 use super::layout::{Pending, committed, day_of, flush, recover};
@@ -18,6 +18,8 @@ use crate::{Result, TrainerError};
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
     pub brokers: String,
+    /// The `[kafka]` table.
+    pub kafka: KafkaConfig,
     pub topic: String,
     pub group_id: String,
     pub out: PathBuf,
@@ -51,11 +53,15 @@ pub fn run(opts: &ArchiveOptions, stop: &dyn Fn() -> bool) -> Result<ArchiveRepo
         );
     }
     let mut next = committed(&opts.out)?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
-        .set("group.id", &opts.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+    let consumer: BaseConsumer = opts
+        .kafka
+        .properties(
+            KafkaClient::ArchiveConsumer,
+            &opts.brokers,
+            Some(&opts.group_id),
+        )
+        .into_iter()
+        .collect::<ClientConfig>()
         .create()?;
     let md = consumer.fetch_metadata(Some(&opts.topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md

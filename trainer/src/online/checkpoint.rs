@@ -134,6 +134,7 @@ impl OnlineTrainer {
         match written {
             Ok(path) => {
                 self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.stats.health.checkpointed(true);
                 debug!(path = %path.display(), "checkpoint written");
                 let mut tpl = TopicPartitionList::new();
                 for (&p, &o) in &self.progress.next {
@@ -145,6 +146,7 @@ impl OnlineTrainer {
             }
             Err(e) => {
                 self.stats.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.health.checkpointed(false);
                 warn!(error = %e, "checkpoint failed; will retry");
             }
         }

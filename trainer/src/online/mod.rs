@@ -9,10 +9,12 @@
 //! - `ingest.rs`: parsing messages, dead letters;
 //! - `publish.rs`, `snapshot.rs`, `checkpoint.rs`, `generation.rs`: publishing vectors,
 //!   base index snapshots, checkpoints with offsets, generation switches;
-//! - `progress.rs`: the stream position per partition; `stats.rs`: the counters.
+//! - `progress.rs`: the stream position per partition; `stats.rs`: the counters;
+//!   `health.rs`: the readiness checks.
 
 mod checkpoint;
 mod generation;
+pub mod health;
 mod ingest;
 pub(crate) mod learner;
 mod progress;
@@ -21,5 +23,6 @@ mod snapshot;
 pub(crate) mod stats;
 mod trainer;
 
+pub use health::{Check, Health};
 pub use stats::TrainerStats;
 pub use trainer::OnlineTrainer;

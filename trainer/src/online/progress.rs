@@ -3,11 +3,15 @@
 //! group's committed offset.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, Offset};
+use rdkafka::{ClientContext, Offset, Statistics};
 use tracing::{info, warn};
+
+use super::health::now_ms;
+use super::stats::TrainerStats;
 
 /// Where the model stands in the event stream, per partition of the events topic.
 #[derive(Debug, Default)]
@@ -27,15 +31,59 @@ pub(super) struct Progress {
 
 /// On every partition assignment, starts each events partition at the model's own
 /// position (from the checkpoint, then from what has been consumed) instead of the
-/// group's committed offset.
+/// group's committed offset. Also feeds [`Health`]: the assignment, and from librdkafka's
+/// statistics the brokers up and each partition's lag.
 pub(super) struct ResumeContext {
     pub(super) topic: String,
     pub(super) resume: Arc<Mutex<BTreeMap<i32, i64>>>,
+    pub(super) stats: Arc<TrainerStats>,
 }
 
-impl ClientContext for ResumeContext {}
+impl ClientContext for ResumeContext {
+    fn stats(&self, statistics: Statistics) {
+        let health = &self.stats.health;
+        let up = statistics
+            .brokers
+            .values()
+            .filter(|b| b.state == "UP")
+            .count();
+        health.brokers_up.store(up as u64, Ordering::Relaxed);
+        health.reported_ms.store(now_ms(), Ordering::Relaxed);
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lag = BTreeMap::new();
+        for (&partition, p) in &topic.partitions {
+            // The end a read_committed consumer can reach (the high watermark without
+            // transactions), less where the trainer stands.
+            let end = if p.ls_offset >= 0 {
+                p.ls_offset
+            } else {
+                p.hi_offset
+            };
+            let at = resume.get(&partition).copied().unwrap_or(p.app_offset);
+            if partition >= 0 && end >= 0 && at >= 0 {
+                lag.insert(partition, (end - at).max(0));
+            }
+        }
+        drop(resume);
+        *health.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+}
 
 impl ConsumerContext for ResumeContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let assigned = match rebalance {
+            Rebalance::Assign(tpl) => tpl.elements_for_topic(&self.topic).len(),
+            Rebalance::Revoke(_) | Rebalance::Error(_) => 0,
+        };
+        self.stats
+            .health
+            .assigned
+            .store(assigned as u64, Ordering::Relaxed);
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else {
             return;

@@ -19,6 +19,7 @@ impl OnlineTrainer {
             && learner.dirty.items.is_empty()
             && learner.dirty.hidden.is_empty()
         {
+            self.stats.health.published(true);
             return;
         }
         let generation = self.cfg.generation;
@@ -39,6 +40,7 @@ impl OnlineTrainer {
             (Ok(u), Ok(i)) => (u, i),
             (Err(e), _) | (_, Err(e)) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.health.published(false);
                 warn!(error = %e, "cannot compute vectors; will retry");
                 return;
             }
@@ -87,9 +89,14 @@ impl OnlineTrainer {
         match result {
             Ok(()) => {
                 self.stats.publishes.fetch_add(1, Ordering::Relaxed);
+                self.stats.health.published(true);
+                if let Some(arrived) = self.unpublished_since.take() {
+                    self.stats.publish_delay.observe(arrived.elapsed());
+                }
             }
             Err(e) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.health.published(false);
                 warn!(error = %e, retry = ?e.retry_hint(), "publish failed; will retry");
                 let Some(learner) = self.learner.as_mut() else {
                     return;

@@ -2,6 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use recsys_schemas::histogram::{Histogram, LagBounds};
+
+use super::health::Health;
+
 /// Counters of the loop, readable while it runs.
 #[derive(Debug, Default)]
 pub struct TrainerStats {
@@ -41,6 +45,13 @@ pub struct TrainerStats {
     /// The generation being evolved, and how many times it changed (`models/CURRENT`).
     pub generation: AtomicU64,
     pub generation_switches: AtomicU64,
+    /// How old an event is when it is applied: now − its `ts`.
+    pub event_lag: Histogram<LagBounds>,
+    /// From the arrival of a batch's first event to the publish of its vectors (the
+    /// oldest unpublished batch of each publish).
+    pub publish_delay: Histogram<LagBounds>,
+    /// What `/readyz` reads.
+    pub health: Health,
 }
 
 impl TrainerStats {

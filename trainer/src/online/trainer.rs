@@ -13,11 +13,12 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use recsys_engine::model::Model;
 use recsys_index::IndexConfig;
-use recsys_schemas::Event;
+use recsys_schemas::{Event, KafkaClient, KafkaConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::health::now_ms;
 use super::ingest::{parse, parse_item, reject};
 use super::learner::{Applied, Learner};
 use super::progress::{Progress, Received, ResumeContext};
@@ -28,6 +29,8 @@ use crate::{Result, TrainerConfig, TrainerError};
 /// The online trainer: owns the model while it runs and gives it back when stopped.
 pub struct OnlineTrainer {
     pub(super) cfg: TrainerConfig,
+    /// The `[kafka]` table, for the consumer and the dead-letter producer.
+    pub(super) kafka: KafkaConfig,
     /// The model and what goes with it; taken while a step runs on a blocking thread.
     pub(super) learner: Option<Learner>,
     pub(super) users: Arc<dyn UserVectorSink>,
@@ -36,6 +39,10 @@ pub struct OnlineTrainer {
     /// How snapshot indexes are built (`trainer.snapshot_dir` turns snapshots on).
     pub(super) index_cfg: IndexConfig,
     pub(super) progress: Progress,
+    /// When the first event of the batch being filled arrived.
+    pub(super) batch_arrived: Option<Instant>,
+    /// When the first event trained on but not yet published arrived.
+    pub(super) unpublished_since: Option<Instant>,
 }
 
 pub(super) type SnapshotTask = JoinHandle<Result<PathBuf>>;
@@ -46,6 +53,7 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 impl OnlineTrainer {
     pub fn new(
         cfg: TrainerConfig,
+        kafka: KafkaConfig,
         model: Model,
         users: Arc<dyn UserVectorSink>,
         items: Arc<dyn ItemVectorSink>,
@@ -54,11 +62,14 @@ impl OnlineTrainer {
         Ok(Self {
             learner: Some(Learner::new(&cfg, model)),
             cfg,
+            kafka,
             users,
             items,
             stats: Arc::new(TrainerStats::default()),
             index_cfg: IndexConfig::default(),
             progress: Progress::default(),
+            batch_arrived: None,
+            unpublished_since: None,
         })
     }
 
@@ -70,6 +81,14 @@ impl OnlineTrainer {
 
     pub fn stats(&self) -> Arc<TrainerStats> {
         self.stats.clone()
+    }
+
+    /// One of the trainer's Kafka clients, configured.
+    fn client(&self, client: KafkaClient, group_id: Option<&str>) -> ClientConfig {
+        self.kafka
+            .properties(client, &self.cfg.brokers, group_id)
+            .into_iter()
+            .collect()
     }
 
     pub(super) fn learner(&self) -> Result<&Learner> {
@@ -93,24 +112,30 @@ impl OnlineTrainer {
         let context = ResumeContext {
             topic: self.cfg.topic.clone(),
             resume: self.progress.resume.clone(),
+            stats: self.stats.clone(),
         };
-        let consumer: StreamConsumer<ResumeContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
-            .set("group.id", &self.cfg.group_id)
-            // Positions come from checkpoints; Kafka's committed offsets only follow them.
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
+        let consumer: StreamConsumer<ResumeContext> = self
+            .client(KafkaClient::TrainerConsumer, Some(&self.cfg.group_id))
             .create_with_context(context)?;
         let mut topics = vec![self.cfg.topic.as_str()];
         if !self.cfg.items_topic.is_empty() {
             topics.push(&self.cfg.items_topic);
         }
         consumer.subscribe(&topics)?;
-        let dlq: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
-            .set("message.timeout.ms", "10000")
+        let dlq: FutureProducer = self
+            .client(KafkaClient::DeadLetterProducer, None)
             .create()?;
+        let health = &self.stats.health;
+        health
+            .publish_interval_ms
+            .store(self.cfg.publish_interval_ms, Ordering::Relaxed);
+        health
+            .checkpoint_interval_ms
+            .store(self.cfg.checkpoint_interval_ms, Ordering::Relaxed);
+        health
+            .checkpoints_on
+            .store(!self.cfg.checkpoint_dir.is_empty(), Ordering::Relaxed);
+        health.started_ms.store(now_ms(), Ordering::Relaxed);
         info!(topic = %self.cfg.topic, group = %self.cfg.group_id, "trainer consuming");
 
         let batch_timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
@@ -149,6 +174,7 @@ impl OnlineTrainer {
                                 Ok(event) => {
                                     if batch.is_empty() {
                                         batch_started = Instant::now();
+                                        self.batch_arrived = Some(batch_started);
                                     }
                                     batch.push(event);
                                     self.progress.received(partition, offset, Received::Queued);
@@ -243,6 +269,14 @@ impl OnlineTrainer {
             .take()
             .ok_or_else(|| TrainerError::Task("model lost".into()))?;
         let stats = self.stats.clone();
+        let now = now_ms();
+        for e in &batch {
+            let behind = u64::try_from(now.saturating_sub(e.ts)).unwrap_or(0);
+            stats.event_lag.observe(Duration::from_millis(behind));
+        }
+        if let Some(arrived) = self.batch_arrived.take() {
+            self.unpublished_since.get_or_insert(arrived);
+        }
         let (learner, applied) = tokio::task::spawn_blocking(move || {
             let applied = learner.train(batch, &stats);
             (learner, applied)
