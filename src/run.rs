@@ -37,18 +37,25 @@ fn require_redis<'a>(cfg: &'a Config, command: &str) -> anyhow::Result<&'a str> 
 
 /// The trainer's half of the Redis user store.
 pub async fn redis_writer(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorSink>> {
-    let writer =
-        RedisUserVectorSink::connect(url, cfg.trainer.user_vector_ttl_s, cfg.trainer.history_len)
-            .await
-            .with_context(|| format!("store.redis_url: connecting to {url}"))?;
+    let writer = RedisUserVectorSink::connect_tls(
+        url,
+        &cfg.store.tls()?,
+        cfg.trainer.user_vector_ttl_s,
+        cfg.trainer.history_len,
+    )
+    .await
+    .with_context(|| format!("store.redis_url: connecting to {url}"))?;
     Ok(Arc::new(writer))
 }
 
 async fn redis_reader(cfg: &Config, url: &str) -> anyhow::Result<Arc<dyn UserVectorStore>> {
-    let reader =
-        RedisUserVectorStore::connect(url, Duration::from_millis(cfg.serving.store_timeout_ms))
-            .await
-            .with_context(|| format!("store.redis_url: connecting to {url}"))?;
+    let reader = RedisUserVectorStore::connect_tls(
+        url,
+        &cfg.store.tls()?,
+        Duration::from_millis(cfg.serving.store_timeout_ms),
+    )
+    .await
+    .with_context(|| format!("store.redis_url: connecting to {url}"))?;
     Ok(Arc::new(reader))
 }
 
@@ -128,7 +135,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         serving,
         index: cfg.index.clone(),
         kafka: cfg.kafka.clone(),
-        redis_url: cfg.store.redis_url.clone(),
+        store: cfg.store.clone(),
     }
     .run(shutdown_signal())
     .await?;

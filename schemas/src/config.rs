@@ -87,3 +87,63 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
         }
     }
 }
+
+/// PEM material for a TLS client (the `rediss://` user store): a CA bundle to trust
+/// instead of the system's roots, and a client certificate with its key for servers that
+/// ask for one. Read once at start-up; the error names the key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsPem {
+    pub ca: Option<Vec<u8>>,
+    /// (certificate chain, private key)
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPem")
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl TlsPem {
+    /// Reads the files named by `(key, path)` pairs of a section (`section.tls_ca_file`,
+    /// `section.tls_cert_file`, `section.tls_key_file`); empty paths are unset. A
+    /// certificate without its key, or the reverse, is an error.
+    pub fn load(section: &str, ca_file: &str, cert_file: &str, key_file: &str) -> Result<Self> {
+        let read = |key: &str, path: &str| -> Result<Option<Vec<u8>>> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            let bytes = std::fs::read(path).map_err(|e| {
+                SchemaError::Config(format!("{section}.{key}: reading {path}: {e}"))
+            })?;
+            if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(SchemaError::Config(format!(
+                    "{section}.{key}: {path} is not PEM"
+                )));
+            }
+            Ok(Some(bytes))
+        };
+        let ca = read("tls_ca_file", ca_file)?;
+        let client = match (
+            read("tls_cert_file", cert_file)?,
+            read("tls_key_file", key_file)?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(SchemaError::Config(format!(
+                    "{section}.tls_key_file: must be set with tls_cert_file"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(SchemaError::Config(format!(
+                    "{section}.tls_cert_file: must be set with tls_key_file"
+                )));
+            }
+        };
+        Ok(Self { ca, client })
+    }
+}

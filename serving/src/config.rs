@@ -76,9 +76,30 @@ impl Default for ServingConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Redis URL for user vectors and histories, e.g. `redis://127.0.0.1:6379`. Empty:
-    /// an in-memory store inside the process (all-in-one mode only).
+    /// Redis URL for user vectors and histories, e.g. `redis://127.0.0.1:6379`, or
+    /// `rediss://host:6380` over TLS. Empty: an in-memory store inside the process
+    /// (all-in-one mode only).
     pub redis_url: String,
+    /// `rediss://`: a PEM CA bundle to trust instead of the system's roots (empty: the
+    /// system's).
+    pub tls_ca_file: String,
+    /// `rediss://`: a client certificate (PEM chain) and its key, for a server that asks
+    /// for one (`tls-auth-clients`); both or neither.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+impl StoreConfig {
+    /// The TLS material of a `rediss://` URL, read from the configured files.
+    pub fn tls(&self) -> Result<recsys_schemas::config::TlsPem, ServingError> {
+        recsys_schemas::config::TlsPem::load(
+            "store",
+            &self.tls_ca_file,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        )
+        .map_err(|e| ServingError::Config(e.to_string()))
+    }
 }
 
 impl ServingConfig {

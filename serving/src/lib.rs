@@ -18,6 +18,7 @@ mod resp;
 pub mod search;
 mod server;
 pub mod store;
+mod tls;
 
 pub use api::{AppState, Companion};
 pub use auth::{AuthConfig, Role};

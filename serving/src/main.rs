@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         serving: cfg.serving,
         index: cfg.index,
         kafka: cfg.kafka,
-        redis_url: cfg.store.redis_url,
+        store: cfg.store,
     }
     .run(shutdown_signal())
     .await?;

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::{
     AppState, CatalogHolder, ItemFollower, KafkaEventSink, RedisUserVectorStore, Result,
-    ServingConfig, ServingError,
+    ServingConfig, ServingError, StoreConfig,
 };
 
 /// What a replica reads of the configuration.
@@ -23,8 +23,8 @@ pub struct Replica {
     pub index: IndexConfig,
     /// The `[kafka]` table.
     pub kafka: KafkaConfig,
-    /// `store.redis_url`.
-    pub redis_url: String,
+    /// `[store]`: the Redis URL and its TLS files.
+    pub store: StoreConfig,
 }
 
 impl Replica {
@@ -32,7 +32,7 @@ impl Replica {
     /// server or the item follower fails.
     pub async fn run(self, stop: impl Future<Output = std::io::Result<()>>) -> Result<()> {
         let cfg = self.serving;
-        if self.redis_url.is_empty() {
+        if self.store.redis_url.is_empty() {
             return Err(ServingError::Config(
                 "store.redis_url: a serving replica reads user vectors from Redis; set it \
                  (e.g. redis://127.0.0.1:6379) or use `recsys run`"
@@ -46,13 +46,14 @@ impl Replica {
                     .into(),
             ));
         }
-        let url = &self.redis_url;
-        let reader =
-            RedisUserVectorStore::connect(url, Duration::from_millis(cfg.store_timeout_ms))
-                .await
-                .map_err(|e| {
-                    ServingError::Config(format!("store.redis_url: connecting to {url}: {e}"))
-                })?;
+        let url = &self.store.redis_url;
+        let reader = RedisUserVectorStore::connect_tls(
+            url,
+            &self.store.tls()?,
+            Duration::from_millis(cfg.store_timeout_ms),
+        )
+        .await
+        .map_err(|e| ServingError::Config(format!("store.redis_url: connecting to {url}: {e}")))?;
         let catalog = Arc::new(CatalogHolder::new(cfg.generation, self.index));
         let follower = ItemFollower::new(
             cfg.follow.clone(),

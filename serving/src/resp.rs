@@ -10,6 +10,7 @@
 //! straight into the vector's bytes and the history's strings.
 
 use std::io;
+use std::sync::Arc;
 
 use recsys_index::store::Recent;
 use redis::{ConnectionAddr, ConnectionInfo};
@@ -43,6 +44,7 @@ impl std::fmt::Display for Failure {
 
 enum Stream {
     Tcp(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
 }
@@ -60,16 +62,41 @@ pub struct Conn {
 pub type Lookup = (Option<Vec<u8>>, Recent);
 
 impl Conn {
-    /// Connects to `info`'s address (TCP with `TCP_NODELAY`, or a Unix socket) and
-    /// authenticates and selects its database as its URL says.
-    pub async fn open(info: &ConnectionInfo) -> Result<Self, Failure> {
-        let stream = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+    /// Connects to `info`'s address (TCP with `TCP_NODELAY`, TLS over it with `tls` for
+    /// `rediss://`, or a Unix socket) and authenticates and selects its database as its
+    /// URL says.
+    pub async fn open(
+        info: &ConnectionInfo,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, Failure> {
+        let tcp = |host: &str, port: u16| {
+            let host = host.to_owned();
+            async move {
+                let s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                 // Every lookup is one write that waits for its answer; Nagle's algorithm
                 // would hold nothing back here, but a connection is never left to it.
                 s.set_nodelay(true)?;
-                Stream::Tcp(s)
+                io::Result::Ok(s)
+            }
+        };
+        let stream = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Stream::Tcp(tcp(host, *port).await?),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                ..
+            } => {
+                let Some(tls) = tls else {
+                    return Err(Failure::Reply("rediss:// needs a TLS configuration".into()));
+                };
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| Failure::Reply(format!("{host}: {e}")))?;
+                let s = tcp(host, *port).await?;
+                let s = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, s)
+                    .await?;
+                Stream::Tls(Box::new(s))
             }
             #[cfg(unix)]
             ConnectionAddr::Unix(path) => {
@@ -77,7 +104,8 @@ impl Conn {
             }
             other => {
                 return Err(Failure::Reply(format!(
-                    "{other}: the user store speaks plain TCP or a Unix socket to Redis"
+                    "{other}: the user store speaks TCP, TLS with verification or a Unix \
+                     socket to Redis"
                 )));
             }
         };
@@ -141,6 +169,11 @@ impl Conn {
     async fn send(&mut self) -> io::Result<()> {
         let result = match &mut self.stream {
             Stream::Tcp(s) => s.write_all(&self.out).await,
+            // The record is sealed and written on flush.
+            Stream::Tls(s) => match s.write_all(&self.out).await {
+                Ok(()) => s.flush().await,
+                Err(e) => Err(e),
+            },
             #[cfg(unix)]
             Stream::Unix(s) => s.write_all(&self.out).await,
         };
@@ -168,6 +201,7 @@ impl Conn {
             self.input.reserve(4096);
             let read = match &mut self.stream {
                 Stream::Tcp(s) => s.read_buf(&mut self.input).await?,
+                Stream::Tls(s) => s.read_buf(&mut self.input).await?,
                 #[cfg(unix)]
                 Stream::Unix(s) => s.read_buf(&mut self.input).await?,
             };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use recsys_index::store::{MemoryUserStore, UserRecord};
+use recsys_schemas::config::TlsPem;
 use recsys_schemas::contract::{decode_vector, user_history_key, user_vector_key};
 
 use crate::resp::{Conn, Failure};
@@ -42,6 +43,8 @@ pub trait UserVectorStore: Send + Sync {
 /// loop for its lookups, as actix workers and tokio workers do.
 pub struct RedisUserVectorStore {
     info: redis::ConnectionInfo,
+    /// For `rediss://` URLs.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Tells this store's connections from other stores' in the thread-local map.
     key: u64,
     timeout: Duration,
@@ -65,8 +68,13 @@ thread_local! {
 
 impl RedisUserVectorStore {
     /// Checks that `url` answers (waiting at most 5 s); every later call gives up after
-    /// `timeout`.
+    /// `timeout`. A `rediss://` URL trusts the system's roots.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self> {
+        Self::connect_tls(url, &TlsPem::default(), timeout).await
+    }
+
+    /// The same, where a `rediss://` URL trusts and presents what `tls` holds.
+    pub async fn connect_tls(url: &str, tls: &TlsPem, timeout: Duration) -> Result<Self> {
         use redis::IntoConnectionInfo;
         static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
         let info = url
@@ -74,12 +82,17 @@ impl RedisUserVectorStore {
             .map_err(|e| ServingError::StoreUnavailable(e.to_string()))?;
         // The check's connection belongs to this event loop, which need not be one that
         // looks users up: it is closed, not pooled.
-        tokio::time::timeout(Duration::from_secs(5), Conn::open(&info))
+        let tls = match info.addr() {
+            redis::ConnectionAddr::TcpTls { .. } => Some(crate::tls::client_config(tls)?),
+            _ => None,
+        };
+        tokio::time::timeout(Duration::from_secs(5), Conn::open(&info, tls.as_ref()))
             .await
             .map_err(|_| ServingError::StoreUnavailable(format!("connecting to {url} timed out")))?
             .map_err(|e| ServingError::StoreUnavailable(e.to_string()))?;
         Ok(Self {
             info,
+            tls,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             timeout,
         })
@@ -108,7 +121,7 @@ impl RedisUserVectorStore {
         if let Some(conn) = idle {
             return Ok((conn, true));
         }
-        match tokio::time::timeout(timeout, Conn::open(&self.info)).await {
+        match tokio::time::timeout(timeout, Conn::open(&self.info, self.tls.as_ref())).await {
             Ok(Ok(conn)) => {
                 self.with_pool(|pool| pool.down_since = None);
                 Ok((conn, false))

@@ -12,6 +12,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use recsys_index::store::{MemoryUserStore, distinct_newest_last};
+use recsys_schemas::config::TlsPem;
 use recsys_schemas::contract::{
     ItemVectorMessage, POPULAR_KEY, PopularMessage, encode_vector, user_history_key,
     user_vector_key,
@@ -70,23 +71,61 @@ pub struct RedisUserVectorSink {
 
 impl RedisUserVectorSink {
     pub async fn connect(url: &str, ttl_s: u64, history_len: usize) -> Result<Self> {
+        Self::connect_tls(url, &TlsPem::default(), ttl_s, history_len).await
+    }
+
+    /// The same, where a `rediss://` URL trusts `tls.ca` instead of the system's roots and
+    /// presents `tls.client` when set.
+    pub async fn connect_tls(
+        url: &str,
+        tls: &TlsPem,
+        ttl_s: u64,
+        history_len: usize,
+    ) -> Result<Self> {
         // Nagle off, as for serving's reads: a small publish is not held behind the last.
         let client = {
             use redis::IntoConnectionInfo;
             let info = url.into_connection_info()?;
             let tcp = info.tcp_settings().clone().set_nodelay(true);
-            redis::Client::open(info.set_tcp_settings(tcp))?
+            let info = info.set_tcp_settings(tcp);
+            if tls.ca.is_none() && tls.client.is_none() {
+                redis::Client::open(info)?
+            } else {
+                let certs = redis::TlsCertificates {
+                    client_tls: tls.client.clone().map(|(client_cert, client_key)| {
+                        redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: tls.ca.clone(),
+                };
+                redis::Client::build_with_tls(info, certs)?
+            }
         };
         let timeout = Duration::from_secs(5);
         // One budget per publish, ours: redis-rs's own default (500 ms per reply) cut
         // a pipeline of 1,000 users with 500 history items each short.
         let config = ConnectionManagerConfig::new().set_response_timeout(None);
-        let conn = tokio::time::timeout(
+        let conn = match tokio::time::timeout(
             Duration::from_secs(5),
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
-        .map_err(|_| TrainerError::Store(format!("connecting to {url} timed out")))??;
+        {
+            Ok(conn) => conn?,
+            Err(_) => {
+                // The manager retries without end; one plain attempt says why.
+                let attempt = client.get_multiplexed_async_connection();
+                let why = match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".to_owned(),
+                };
+                return Err(TrainerError::Store(format!(
+                    "connecting to {url} timed out: {why}"
+                )));
+            }
+        };
         Ok(Self {
             conn,
             ttl_s,
