@@ -1,6 +1,8 @@
 //! The benchmarks of `recsys bench`, each printing what it measured on the real code
 //! path:
 //! - `train.rs`: the training steps' throughput, the PyTorch peer, memory per user;
+//! - `freshness.rs`: event to fresh user vector, recommendations and searchable new item,
+//!   across trainer, replica and Redis processes and a broker;
 //! - `index.rs`, `delta.rs`: the item index per configuration, and a delta's time to
 //!   searchable in a replica;
 //! - `serve.rs`, `runs.rs`, `summary.rs`, `bare.rs`: the HTTP API under fixed-rate load,
@@ -11,6 +13,7 @@
 
 mod bare;
 mod delta;
+mod freshness;
 mod index;
 mod load;
 mod procfs;
@@ -20,6 +23,7 @@ mod serve;
 mod summary;
 mod train;
 
+pub use freshness::{FreshnessOptions, FreshnessReport, Latency, RateReport, freshness};
 pub use index::{IndexBenchOptions, IndexBenchReport, IndexRow, index};
 pub use procfs::{CpuUse, Waiting};
 pub use runs::{

@@ -1,11 +1,35 @@
 //! `recsys bench ...` on the command line.
 
 use clap::Subcommand;
-use recsys::bench::{self, IndexBenchOptions, ServeBenchOptions, TrainBenchOptions};
+use recsys::bench::{
+    self, FreshnessOptions, IndexBenchOptions, ServeBenchOptions, TrainBenchOptions,
+};
 use recsys::config::Config;
+use recsys::embedded::BrokerKind;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Event to fresh user vector (Redis), fresh recommendations (HTTP) and a searchable
+    /// new item, with trainer, replica and Redis as separate processes.
+    Freshness {
+        /// `tansu` (a real broker process) or `mock` (librdkafka's, in this process).
+        #[arg(long, value_enum, default_value = "tansu")]
+        broker: BrokerKind,
+        /// Background events per second, comma-separated: one run each.
+        #[arg(long, value_delimiter = ',', default_values_t = FreshnessOptions::default().rates)]
+        rate: Vec<u32>,
+        #[arg(long, default_value_t = FreshnessOptions::default().seconds)]
+        seconds: u32,
+        #[arg(long, default_value_t = FreshnessOptions::default().users)]
+        users: usize,
+        #[arg(long, default_value_t = FreshnessOptions::default().items)]
+        items: usize,
+        /// Probes per second during each run.
+        #[arg(long, default_value_t = FreshnessOptions::default().probes_per_s)]
+        probes_per_s: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Training throughput of the MF step and trainer memory per user.
     Train {
         #[arg(long, default_value_t = TrainBenchOptions::default().users)]
@@ -77,6 +101,29 @@ pub enum BenchCommand {
 
 pub async fn run(what: BenchCommand, cfg: Config) -> anyhow::Result<()> {
     match what {
+        BenchCommand::Freshness {
+            broker,
+            rate,
+            seconds,
+            users,
+            items,
+            probes_per_s,
+            json,
+        } => {
+            let report = bench::freshness(FreshnessOptions {
+                broker,
+                rates: rate,
+                seconds,
+                users,
+                items,
+                probes_per_s,
+                ..FreshnessOptions::default()
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
         BenchCommand::Index {
             items,
             dim,
