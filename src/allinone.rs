@@ -33,6 +33,29 @@ pub fn topics(cfg: &Config, event_partitions: i32) -> Vec<(String, i32)> {
     ]
 }
 
+/// The online trainer as `cfg` describes it: a fresh model, user vectors to `writer`,
+/// item vectors and popularity to the item-vector topics.
+pub fn online_trainer(
+    cfg: &Config,
+    writer: Arc<dyn UserVectorSink>,
+) -> anyhow::Result<OnlineTrainer> {
+    let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
+    let items = KafkaItemVectorSink::new(
+        &cfg.kafka,
+        &cfg.trainer.brokers,
+        &cfg.trainer.item_vectors_topic,
+        &cfg.trainer.popular_topic,
+    )?;
+    let trainer = OnlineTrainer::new(
+        cfg.trainer.clone(),
+        cfg.kafka.clone(),
+        model,
+        writer,
+        Arc::new(items),
+    )?;
+    Ok(trainer.with_index_config(cfg.index.clone()))
+}
+
 /// The in-memory user store as both halves.
 pub fn memory_store(history_len: usize) -> (Arc<dyn UserVectorSink>, Arc<dyn UserVectorStore>) {
     let store = Arc::new(MemoryUserStore::new());
@@ -95,21 +118,7 @@ impl Pipeline {
         let events =
             KafkaEventSink::new(&cfg.kafka, &cfg.trainer.brokers, &cfg.serving.events_topic)
                 .map_err(anyhow::Error::msg)?;
-        let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
-        let items = KafkaItemVectorSink::new(
-            &cfg.kafka,
-            &cfg.trainer.brokers,
-            &cfg.trainer.item_vectors_topic,
-            &cfg.trainer.popular_topic,
-        )?;
-        let trainer = OnlineTrainer::new(
-            cfg.trainer.clone(),
-            cfg.kafka.clone(),
-            model,
-            writer,
-            Arc::new(items),
-        )?
-        .with_index_config(cfg.index.clone());
+        let trainer = online_trainer(cfg, writer)?;
         let stats = trainer.stats();
         let probe = Arc::new(crate::admin::TrainerProbe(stats.clone()));
         let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?

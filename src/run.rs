@@ -13,16 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use recsys_engine::device::autodiff_device;
-use recsys_engine::model::Model;
 use recsys_serving::replica::{Replica, shutdown_signal};
 use recsys_serving::{RedisUserVectorStore, UserVectorStore};
-use recsys_trainer::OnlineTrainer;
-use recsys_trainer::sink::{KafkaItemVectorSink, RedisUserVectorSink, UserVectorSink};
+use recsys_trainer::sink::{RedisUserVectorSink, UserVectorSink};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::allinone::{Pipeline, memory_store};
+use crate::allinone::{Pipeline, memory_store, online_trainer};
 use crate::config::Config;
 
 fn require_redis<'a>(cfg: &'a Config, command: &str) -> anyhow::Result<&'a str> {
@@ -80,21 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 pub async fn train(cfg: Config) -> anyhow::Result<()> {
     let url = require_redis(&cfg, "train")?;
     let writer = redis_writer(&cfg, url).await?;
-    let items = KafkaItemVectorSink::new(
-        &cfg.kafka,
-        &cfg.trainer.brokers,
-        &cfg.trainer.item_vectors_topic,
-        &cfg.trainer.popular_topic,
-    )?;
-    let model = Model::new(&cfg.model, autodiff_device(cfg.compute.backend)?)?;
-    let trainer = OnlineTrainer::new(
-        cfg.trainer.clone(),
-        cfg.kafka.clone(),
-        model,
-        writer,
-        Arc::new(items),
-    )?
-    .with_index_config(cfg.index.clone());
+    let trainer = online_trainer(&cfg, writer)?;
     let admin = if cfg.trainer.admin_bind.is_empty() {
         None
     } else {

@@ -69,6 +69,9 @@ pub struct RateReport {
     pub rate: u32,
     /// Background events actually sent per second.
     pub sent_per_s: f64,
+    /// Events the trainer trained per second during the run (its `/metrics`): below
+    /// `sent_per_s` when it cannot keep up.
+    pub trained_per_s: f64,
     pub user: Latency,
     pub http: Latency,
     pub new_item: Latency,
@@ -334,8 +337,14 @@ pub async fn freshness(opts: FreshnessOptions) -> anyhow::Result<FreshnessReport
         let row = tokio::task::spawn_blocking(move || run_rate(&opts2, rate, &rig2, &load2, admin))
             .await??;
         eprintln!(
-            "rate {rate}/s: user p50 {:.0} ms p99 {:.0} ms, http p99 {:.0} ms, new item p99 {:.0} ms, lag max {}",
-            row.user.p50_ms, row.user.p99_ms, row.http.p99_ms, row.new_item.p99_ms, row.lag_max
+            "rate {rate}/s: user p50 {:.0} ms p99 {:.0} ms, http p99 {:.0} ms, new item p99 {:.0} ms, \
+             lag max {}, trained {:.0}/s",
+            row.user.p50_ms,
+            row.user.p99_ms,
+            row.http.p99_ms,
+            row.new_item.p99_ms,
+            row.lag_max,
+            row.trained_per_s
         );
         report.rates.push(row);
     }
@@ -405,8 +414,8 @@ fn run_rate(
         std::thread::spawn(move || {
             let mut lags = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Some((lag, _)) = scrape(admin) {
-                    lags.push(lag);
+                if let Some((lag, trained)) = scrape(admin) {
+                    lags.push((Instant::now(), lag, trained));
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -431,7 +440,12 @@ fn run_rate(
     let sent = background
         .join()
         .map_err(|_| anyhow::anyhow!("load thread"))??;
-    let lags = lags.join().map_err(|_| anyhow::anyhow!("lag thread"))?;
+    let scraped = lags.join().map_err(|_| anyhow::anyhow!("lag thread"))?;
+    let trained_per_s = match (scraped.first(), scraped.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.2 - a.2) / (b.0 - a.0).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    let lags: Vec<i64> = scraped.iter().map(|s| s.1).collect();
     let (mut user, mut http, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
     let mut timeouts = [0usize; 3];
     for p in probes {
@@ -460,6 +474,7 @@ fn run_rate(
     Ok(RateReport {
         rate,
         sent_per_s: sent as f64 / elapsed,
+        trained_per_s,
         user_p50_ms: user.p50_ms,
         user_p99_ms: user.p99_ms,
         http_p99_ms: http.p99_ms,
