@@ -19,7 +19,8 @@ pub struct TrainerConfig {
     pub batch_size: usize,
     /// A partial batch is trained after waiting this long for more events.
     pub batch_timeout_ms: u64,
-    /// Changed user and item vectors are published at most this often.
+    /// Changed item vectors and the popular list are published at most this often; user
+    /// vectors go out after every step.
     pub publish_interval_ms: u64,
     /// Recent items kept per user (serving excludes them from recommendations).
     pub history_len: usize,

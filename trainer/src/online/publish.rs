@@ -1,5 +1,7 @@
-//! Publishing changed vectors: item vectors and tombstones to the item-vector topic, the
-//! popular list, then user vectors and recent items to the user store.
+//! Publishing changed vectors: user vectors and recent items to the user store as soon as
+//! the step that changed them is done (`publish_users`), and every `publish_interval`
+//! item vectors and tombstones to the item-vector topic and the popular list, with any
+//! user vectors still unpublished (`publish`).
 
 use std::sync::atomic::Ordering;
 
@@ -9,6 +11,69 @@ use super::trainer::OnlineTrainer;
 use crate::sink::{ItemUpdate, UserUpdate};
 
 impl OnlineTrainer {
+    /// Publishes the vectors and new recent items of the users the last steps changed, in
+    /// one pipeline to the user store. A user's fresh vector points at items that are
+    /// searchable already or will be with the next item publish; until then the search
+    /// simply cannot return the newest ones. A failure keeps the changes for the next
+    /// attempt, as `publish` does.
+    pub(super) async fn publish_users(&mut self) {
+        let Some(learner) = self.learner.as_mut() else {
+            return;
+        };
+        if learner.dirty.users.is_empty() {
+            return;
+        }
+        let model = &learner.model;
+        let rows: Vec<u32> = learner.dirty.users.drain().collect();
+        let vectors = match model.user_vectors(&rows) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cannot compute user vectors; will retry");
+                learner.dirty.users.extend(rows);
+                return;
+            }
+        };
+        let d = model.dim();
+        let mut new_items: Vec<(u32, Vec<String>)> = Vec::with_capacity(rows.len());
+        let updates: Vec<UserUpdate> = rows
+            .iter()
+            .zip(vectors.chunks_exact(d))
+            .filter_map(|(&row, v)| {
+                let items = learner.dirty.new_items.remove(&row).unwrap_or_default();
+                new_items.push((row, items.clone()));
+                Some(UserUpdate {
+                    user_id: model.user_ids().id(row)?.to_owned(),
+                    vector: v.to_vec(),
+                    new_items: items,
+                })
+            })
+            .collect();
+        match self.users.publish(self.cfg.generation, &updates).await {
+            Ok(()) => {
+                self.stats.health.published(true);
+                if let Some(arrived) = self.unpublished_since.take() {
+                    self.stats.publish_delay.observe(arrived.elapsed());
+                }
+            }
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.health.published(false);
+                warn!(error = %e, retry = ?e.retry_hint(), "user publish failed; will retry");
+                let Some(learner) = self.learner.as_mut() else {
+                    return;
+                };
+                learner.dirty.users.extend(rows);
+                for (row, items) in new_items {
+                    let pending = learner.dirty.new_items.entry(row).or_default();
+                    let mut merged = items;
+                    merged.append(pending);
+                    *pending = merged;
+                }
+            }
+        }
+    }
+
     /// Publishes changed vectors. A failing store is logged and counted and the changes
     /// are kept for the next attempt; training goes on.
     pub(super) async fn publish(&mut self) {

@@ -196,6 +196,7 @@ impl OnlineTrainer {
             if full || waited {
                 self.train(std::mem::take(&mut batch)).await?;
                 batch_started = Instant::now();
+                self.publish_users().await;
             }
             if last_publish.elapsed() >= publish_interval {
                 self.publish().await;
