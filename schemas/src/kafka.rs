@@ -58,15 +58,27 @@ impl KafkaClient {
             ("enable.partition.eof", "false"),
             ("auto.offset.reset", "earliest"),
         ];
+        // An event reaches the trainer, and an item vector the replica, no later than this
+        // after it was written, rather than librdkafka's 500 ms: measured with `recsys
+        // bench freshness` on the mock cluster at 10,000 events/s, user p99 626-642 ms
+        // at 500 and 247 ms at 100.
+        const FETCH_WAIT: (&str, &str) = ("fetch.wait.max.ms", "100");
         match self {
             // Statistics every second feed the trainer's `/readyz` and its lag metrics.
             Self::TrainerConsumer => &[
                 MANUAL_POSITIONS[0],
                 MANUAL_POSITIONS[1],
                 MANUAL_POSITIONS[2],
+                FETCH_WAIT,
                 ("statistics.interval.ms", "1000"),
             ],
-            Self::ArchiveConsumer | Self::ReplicaConsumer => &MANUAL_POSITIONS,
+            Self::ReplicaConsumer => &[
+                MANUAL_POSITIONS[0],
+                MANUAL_POSITIONS[1],
+                MANUAL_POSITIONS[2],
+                FETCH_WAIT,
+            ],
+            Self::ArchiveConsumer => &MANUAL_POSITIONS,
             Self::DeadLetterProducer => &[("message.timeout.ms", "10000")],
             // Per-key order must survive retries: a stale vector must never land after a
             // fresh one, nor a vector after its tombstone.
