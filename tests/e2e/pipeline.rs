@@ -72,6 +72,32 @@ async fn over_http(broker: BrokerKind) {
         .wait_for(sent as u64, Duration::from_secs(120))
         .await
         .unwrap();
+    // The all-in-one server reports the trainer's checks and metrics beside its own.
+    let addr = pipeline.addr;
+    let (ready, metrics) = tokio::task::spawn_blocking(move || {
+        let mut http = HttpClient::connect(addr).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut ready = http.get("/readyz").unwrap();
+        while ready.status != 200 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            ready = http.get("/readyz").unwrap();
+        }
+        let metrics = http.get("/metrics").unwrap();
+        (ready, String::from_utf8(metrics.body).unwrap())
+    })
+    .await
+    .unwrap();
+    let body = String::from_utf8_lossy(&ready.body).into_owned();
+    assert_eq!(ready.status, 200, "{body}");
+    assert!(
+        body.contains(r#""name":"trainer.broker","ok":true"#),
+        "{body}"
+    );
+    assert!(
+        metrics.contains("recsys_trainer_events_trained_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("recsys_http_requests_total"), "{metrics}");
     let model = pipeline.stop_trainer().await.unwrap();
     pipeline
         .wait_for_catalog(&model, Duration::from_secs(30))
