@@ -31,6 +31,21 @@ pub(crate) struct Dirty {
     pub(crate) hidden: HashSet<String>,
 }
 
+impl Dirty {
+    /// Gives back recent items a failed publish took: they go before any that arrived
+    /// since, so the next publish sends each user's items oldest first.
+    pub(crate) fn restore_new_items(
+        &mut self,
+        taken: impl IntoIterator<Item = (u32, Vec<String>)>,
+    ) {
+        for (user, mut items) in taken {
+            let pending = self.new_items.entry(user).or_default();
+            items.append(pending);
+            *pending = items;
+        }
+    }
+}
+
 /// What became of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {

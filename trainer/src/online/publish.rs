@@ -35,41 +35,51 @@ impl OnlineTrainer {
             }
         };
         let d = model.dim();
-        let mut new_items: Vec<(u32, Vec<String>)> = Vec::with_capacity(rows.len());
+        let mut published_rows = Vec::with_capacity(rows.len());
         let updates: Vec<UserUpdate> = rows
             .iter()
             .zip(vectors.chunks_exact(d))
             .filter_map(|(&row, v)| {
-                let items = learner.dirty.new_items.remove(&row).unwrap_or_default();
-                new_items.push((row, items.clone()));
+                let user_id = model.user_ids().id(row)?.to_owned();
+                published_rows.push(row);
                 Some(UserUpdate {
-                    user_id: model.user_ids().id(row)?.to_owned(),
+                    user_id,
                     vector: v.to_vec(),
-                    new_items: items,
+                    new_items: learner.dirty.new_items.remove(&row).unwrap_or_default(),
                 })
             })
             .collect();
-        match self.users.publish(self.cfg.generation, &updates).await {
+        let result = self.users.publish(self.cfg.generation, &updates).await;
+        if !self.published(result, "user publish") {
+            let Some(learner) = self.learner.as_mut() else {
+                return;
+            };
+            learner.dirty.users.extend(rows);
+            learner.dirty.restore_new_items(
+                published_rows
+                    .into_iter()
+                    .zip(updates.into_iter().map(|u| u.new_items)),
+            );
+        }
+    }
+
+    /// Counts a publish's outcome and feeds `/readyz` and the publish-delay histogram;
+    /// true when it succeeded.
+    fn published(&mut self, result: crate::Result<()>, what: &str) -> bool {
+        match result {
             Ok(()) => {
+                self.stats.publishes.fetch_add(1, Ordering::Relaxed);
                 self.stats.health.published(true);
                 if let Some(arrived) = self.unpublished_since.take() {
                     self.stats.publish_delay.observe(arrived.elapsed());
                 }
+                true
             }
             Err(e) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                 self.stats.health.published(false);
-                warn!(error = %e, retry = ?e.retry_hint(), "user publish failed; will retry");
-                let Some(learner) = self.learner.as_mut() else {
-                    return;
-                };
-                learner.dirty.users.extend(rows);
-                for (row, items) in new_items {
-                    let pending = learner.dirty.new_items.entry(row).or_default();
-                    let mut merged = items;
-                    merged.append(pending);
-                    *pending = merged;
-                }
+                warn!(error = %e, retry = ?e.retry_hint(), "{what} failed; will retry");
+                false
             }
         }
     }
@@ -139,8 +149,7 @@ impl OnlineTrainer {
             .into_iter()
             .filter_map(|(row, s)| Some((model.item_ids().id(row)?.to_owned(), s)))
             .collect();
-        // Items first: a user vector is only useful once the items it points at are
-        // searchable.
+        // Items before the users still unpublished: their vectors may point at them.
         let removed: Vec<String> = dirty.hidden.iter().cloned().collect();
         let result = async {
             self.items.publish_items(generation, items).await?;
@@ -151,38 +160,21 @@ impl OnlineTrainer {
             self.users.publish(generation, &users).await
         }
         .await;
-        match result {
-            Ok(()) => {
-                self.stats.publishes.fetch_add(1, Ordering::Relaxed);
-                self.stats.health.published(true);
-                if let Some(arrived) = self.unpublished_since.take() {
-                    self.stats.publish_delay.observe(arrived.elapsed());
-                }
-            }
-            Err(e) => {
-                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.health.published(false);
-                warn!(error = %e, retry = ?e.retry_hint(), "publish failed; will retry");
-                let Some(learner) = self.learner.as_mut() else {
-                    return;
-                };
-                learner.dirty.users.extend(dirty.users);
-                learner.dirty.items.extend(dirty.items);
-                // Still hidden ones only: an item shown again meanwhile needs no tombstone.
-                let still_hidden = &learner.hidden;
-                learner.dirty.hidden.extend(
-                    dirty
-                        .hidden
-                        .into_iter()
-                        .filter(|id| still_hidden.contains(id)),
-                );
-                for (u, items) in dirty.new_items {
-                    let pending = learner.dirty.new_items.entry(u).or_default();
-                    let mut merged = items;
-                    merged.append(pending);
-                    *pending = merged;
-                }
-            }
+        if !self.published(result, "publish") {
+            let Some(learner) = self.learner.as_mut() else {
+                return;
+            };
+            learner.dirty.users.extend(dirty.users);
+            learner.dirty.items.extend(dirty.items);
+            // Still hidden ones only: an item shown again meanwhile needs no tombstone.
+            let still_hidden = &learner.hidden;
+            learner.dirty.hidden.extend(
+                dirty
+                    .hidden
+                    .into_iter()
+                    .filter(|id| still_hidden.contains(id)),
+            );
+            learner.dirty.restore_new_items(dirty.new_items);
         }
     }
 }
