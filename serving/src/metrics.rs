@@ -289,6 +289,11 @@ pub fn catalog_gauges(catalog: &Catalog, f: &FollowStatus) -> Vec<Gauge> {
             f.rejected.load(Ordering::Relaxed) as f64,
         ),
         (
+            "recsys_item_vectors_dropped",
+            "Valid item-vector changes whose batch could not be applied, since the last snapshot.",
+            f.dropped.load(Ordering::Relaxed) as f64,
+        ),
+        (
             "recsys_generation_switches",
             "Generation switches followed since start (models/CURRENT flips).",
             f.generation_switches.load(Ordering::Relaxed) as f64,

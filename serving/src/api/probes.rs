@@ -35,6 +35,14 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .filter(|(_, ok, _)| !ok)
         .map(|(name, _, detail)| format!("{name}: {detail}"))
         .collect();
+    let mut failed = failed;
+    if !status.is_complete() {
+        failed.push(format!(
+            "catalog: {} item changes could not be applied; the index is behind its topic \
+             until the next snapshot",
+            status.dropped.load(Ordering::Relaxed)
+        ));
+    }
     let ready = status.is_ready() && failed.is_empty();
     let mut body = serde_json::json!({
         "ready": ready,

@@ -108,7 +108,6 @@ impl ItemFollower {
                 error!(error = %e, "item categories not applied");
             }
         }
-        let count = pending.changes.len() as u64;
         let mut upserts = Vec::new();
         let mut removes = Vec::new();
         for (item, change) in pending.changes {
@@ -117,6 +116,20 @@ impl ItemFollower {
                 None => removes.push(item),
             }
         }
+        // One vector of the wrong dimension is that message's fault, not its batch's.
+        let dim = self.catalog.load().index.as_ref().map(|i| i.dim());
+        let (upserts, wrong) = split_by_dim(upserts, dim);
+        for (item, v) in &wrong {
+            warn!(
+                item = %item,
+                dim = v.len(),
+                "item vector of the wrong dimension; skipped"
+            );
+        }
+        self.status
+            .rejected
+            .fetch_add(wrong.len() as u64, Ordering::Relaxed);
+        let count = (upserts.len() + removes.len()) as u64;
         let catalog = self.catalog.clone();
         let generation = self.generation;
         let result =
@@ -133,12 +146,12 @@ impl ItemFollower {
                 }
             }
             Ok(Err(e)) => {
-                self.status.rejected.fetch_add(count, Ordering::Relaxed);
-                error!(error = %e, changes = count, "item-vector batch rejected; still serving the previous index");
+                self.status.dropped.fetch_add(count, Ordering::Relaxed);
+                error!(error = %e, changes = count, "item-vector batch not applied; still serving the previous index, not ready until the next snapshot");
             }
             Err(e) => {
-                self.status.rejected.fetch_add(count, Ordering::Relaxed);
-                error!(error = %e, "item-vector apply task failed");
+                self.status.dropped.fetch_add(count, Ordering::Relaxed);
+                error!(error = %e, "item-vector apply task failed; not ready until the next snapshot");
             }
         }
         position.extend(pending.next);
@@ -164,5 +177,45 @@ impl ItemFollower {
             }
             None => {}
         }
+    }
+}
+
+/// Splits `upserts` into those of dimension `dim` (the index's; when the catalog has none
+/// yet, the dimension most of them have) and the rest.
+type Upserts = Vec<(String, Vec<f32>)>;
+fn split_by_dim(upserts: Upserts, dim: Option<usize>) -> (Upserts, Upserts) {
+    let dim = dim.or_else(|| {
+        let mut counts: HashMap<usize, usize> = HashMap::new();
+        for (_, v) in &upserts {
+            *counts.entry(v.len()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|&(d, n)| (n, std::cmp::Reverse(d)))
+            .map(|(d, _)| d)
+    });
+    upserts
+        .into_iter()
+        .partition(|(_, v)| Some(v.len()) == dim && !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_dimension_costs_only_its_own_change() {
+        let up = |item: &str, d: usize| (item.to_owned(), vec![0.5; d]);
+        let (good, bad) = split_by_dim(vec![up("a", 4), up("b", 3), up("c", 4)], Some(4));
+        assert_eq!(good.len(), 2);
+        assert_eq!(bad, vec![up("b", 3)]);
+        // Without an index the batch's own majority decides, even when the odd one is
+        // first.
+        let (good, bad) = split_by_dim(vec![up("x", 8), up("a", 4), up("c", 4)], None);
+        assert_eq!(
+            good.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        assert_eq!(bad.len(), 1);
     }
 }

@@ -73,6 +73,7 @@ impl ItemFollower {
             .snapshot_seq
             .store(snap.manifest.seq as i64, Ordering::Relaxed);
         self.catalog.switch(to, snap.ids, Some(snap.index));
+        self.status.dropped.store(0, Ordering::Relaxed);
         self.generation = to;
         *waiting_for = None;
         self.status

@@ -43,7 +43,10 @@ impl ItemFollower {
                     .snapshot_seq
                     .store(snap.manifest.seq as i64, Ordering::Relaxed);
                 match self.catalog.install(generation, snap.ids, snap.index) {
-                    Ok(()) => offsets,
+                    Ok(()) => {
+                        self.status.dropped.store(0, Ordering::Relaxed);
+                        offsets
+                    }
                     Err(e) => {
                         error!(error = %e, "cannot install the snapshot; replaying the topic");
                         BTreeMap::new()

@@ -12,6 +12,10 @@ pub struct FollowStatus {
     pub batches: AtomicU64,
     /// Messages that could not be decoded or applied (logged, skipped).
     pub rejected: AtomicU64,
+    /// Valid item changes lost because their batch could not be applied, since the catalog
+    /// was last loaded whole (a snapshot): while above 0 the index is behind its topic and
+    /// `/readyz` says so.
+    pub dropped: AtomicU64,
     /// Messages of another model generation (skipped).
     pub other_generation: AtomicU64,
     /// Milliseconds from the trainer publishing the newest applied vector to it being
@@ -26,6 +30,11 @@ pub struct FollowStatus {
 impl FollowStatus {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the catalog holds every change it has read (nothing dropped).
+    pub fn is_complete(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed) == 0
     }
 
     /// For processes that fill the catalog some other way (tests, in-process hand-over).
