@@ -53,7 +53,9 @@ pub fn online_trainer(
         writer,
         Arc::new(items),
     )?;
-    Ok(trainer.with_index_config(cfg.index.clone()))
+    Ok(trainer
+        .with_index_config(cfg.index.clone())
+        .with_event_limits(cfg.events))
 }
 
 /// The in-memory user store as both halves.
@@ -123,6 +125,7 @@ impl Pipeline {
         let probe = Arc::new(crate::admin::TrainerProbe(stats.clone()));
         let state = AppState::new(catalog.clone(), reader, cfg.serving.clone(), follow.clone())?
             .with_events(Arc::new(events))
+            .with_event_limits(cfg.events)
             .with_companion(probe);
         let (server, addr) = recsys_serving::start(state)
             .with_context(|| format!("serving.bind: cannot listen on {}", cfg.serving.bind))?;

@@ -8,7 +8,7 @@ use anyhow::bail;
 use recsys_engine::device::Backend;
 use recsys_engine::model::ModelConfig;
 use recsys_index::IndexConfig;
-use recsys_schemas::KafkaConfig;
+use recsys_schemas::{EventLimits, KafkaConfig};
 use recsys_serving::{ServingConfig, StoreConfig};
 use recsys_trainer::TrainerConfig;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub model: ModelConfig,
     pub compute: ComputeConfig,
+    /// Bounds on an event's weight and time, enforced wherever events enter.
+    pub events: EventLimits,
     pub index: IndexConfig,
     /// librdkafka properties for every Kafka client (`security.protocol`, `sasl.*`, ...).
     pub kafka: KafkaConfig,
@@ -48,6 +50,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.model.validate()?;
         self.index.validate()?;
+        self.events.validate()?;
         self.trainer.validate()?;
         self.serving.validate()?;
         recsys_serving::kafka::check(&self.kafka)?;
@@ -98,6 +101,38 @@ mod tests {
             format!("{err:#}").contains("`max_k` is not a section"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn env_values_keep_the_type_of_their_key() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("RECSYS__TRAINER__GROUP_ID", "123"),
+                ("RECSYS__TRAINER__TOPIC", "true"),
+                ("RECSYS__TRAINER__BATCH_SIZE", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.trainer.group_id, "123");
+        assert_eq!(cfg.trainer.topic, "true");
+        assert_eq!(cfg.trainer.batch_size, 64);
+    }
+
+    #[test]
+    fn event_bounds_are_a_section_of_their_own() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("RECSYS__EVENTS__MAX_WEIGHT", "10"),
+                ("RECSYS__EVENTS__MAX_AGE_S", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.events.max_weight, 10.0);
+        assert_eq!(cfg.events.max_age_s, 0);
+        let err = Config::load(None, env(&[("RECSYS__EVENTS__MAX_WEIGHT", "-1")])).unwrap_err();
+        assert!(format!("{err:#}").contains("events.max_weight"), "{err:#}");
     }
 
     #[test]

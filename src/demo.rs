@@ -100,6 +100,8 @@ pub async fn run(cfg: Config, opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let kafka = EmbeddedKafka::start(&topics(&cfg, 4))?;
     let mut cfg = cfg;
+    // The generator's history starts on 2026-01-01: a replay, with no bound on age.
+    cfg.events = recsys_schemas::EventLimits::replay();
     cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
     cfg.serving.bind = "127.0.0.1:0".into();
     eprintln!("embedded Kafka broker at {}", cfg.trainer.brokers);
@@ -215,6 +217,10 @@ pub fn produce(
         r#"{"user_id":"","item_id":"i1"}"#,
         "this is not json",
         r#"{"user_id":"u1","item_id":"i1","ts":1.5}"#,
+        // Valid JSON out of bounds: a time in microseconds, a weight that would be the
+        // whole batch's loss.
+        r#"{"user_id":"u1","item_id":"i1","ts":1767225600000000}"#,
+        r#"{"user_id":"u1","item_id":"i1","weight":1e30}"#,
     ]
     .iter()
     .cycle()

@@ -119,6 +119,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         index: cfg.index.clone(),
         kafka: cfg.kafka.clone(),
         store: cfg.store.clone(),
+        events: cfg.events,
     }
     .run(shutdown_signal())
     .await?;

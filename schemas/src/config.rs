@@ -56,7 +56,13 @@ pub fn load_layered<T: Serialize + DeserializeOwned + Default>(
             };
             table = inner;
         }
-        table.insert(key.clone(), scalar(&value));
+        // A key whose default is a string stays a string (`GROUP_ID=123`); elsewhere the
+        // value is typed as TOML would type it.
+        let typed = match table.get(key.as_str()) {
+            Some(toml::Value::String(_)) => toml::Value::String(value),
+            _ => scalar(&value),
+        };
+        table.insert(key.clone(), typed);
     }
     toml::Value::Table(merged)
         .try_into()

@@ -12,6 +12,113 @@ pub const MAX_ID_BYTES: usize = 256;
 /// Longest `kind` and `event_id`, in bytes.
 pub const MAX_TAG_BYTES: usize = 64;
 
+/// `[events]`: the bounds on an event's `weight` and `ts` (and an item message's `ts`)
+/// that every entry point enforces beside the parse rules: the trainer's consumer, the
+/// archiver and `POST /v1/events`. They keep one event from reaching beyond itself: a far
+/// future `ts` would otherwise become the trainer's clock (freezing the decayed popular
+/// list and expiring every id), a timestamp in seconds the archive's oldest day, and a
+/// huge weight the whole of a batch's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventLimits {
+    /// Largest `weight` accepted (the smallest is anything above 0).
+    pub max_weight: f32,
+    /// Oldest `ts` accepted, as seconds before the reference time (0: no limit). The
+    /// reference is the receiver's clock, or the Kafka message's timestamp when that is
+    /// earlier, so an event queued in a backlog is judged by when it was produced.
+    pub max_age_s: u64,
+    /// Newest `ts` accepted, as seconds after the reference time (clock skew allowed).
+    pub max_future_s: u64,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self {
+            max_weight: 100.0,
+            max_age_s: 30 * 86_400,
+            max_future_s: 600,
+        }
+    }
+}
+
+impl EventLimits {
+    /// No bound on how old `ts` may be (replays of history, whose times are long past);
+    /// the usual bounds on the future and on `weight`.
+    pub fn replay() -> Self {
+        Self {
+            max_age_s: 0,
+            ..Self::default()
+        }
+    }
+
+    /// Refuses a configuration that could not accept any event; names the key.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.max_weight.is_finite() && self.max_weight > 0.0) {
+            return Err(SchemaError::Config(format!(
+                "events.max_weight: must be a positive finite number, got {}",
+                self.max_weight
+            )));
+        }
+        Ok(())
+    }
+
+    /// The reference time of a message received now (`now_ms`) carrying Kafka timestamp
+    /// `message_ms`: the earlier of the two.
+    pub fn reference(now_ms: i64, message_ms: Option<i64>) -> i64 {
+        message_ms.map_or(now_ms, |m| m.min(now_ms))
+    }
+
+    /// Checks `ts` against the window around `reference_ms`.
+    pub fn check_ts(&self, ts: i64, reference_ms: i64) -> Result<()> {
+        let future = i64::try_from(self.max_future_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        if ts > reference_ms.saturating_add(future) {
+            return Err(SchemaError::field(
+                "ts",
+                format!(
+                    "{ts} is more than events.max_future_s = {} s after the receiver's clock \
+                     ({reference_ms}); is it in microseconds?",
+                    self.max_future_s
+                ),
+            ));
+        }
+        if self.max_age_s > 0 {
+            let age = i64::try_from(self.max_age_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+            if ts < reference_ms.saturating_sub(age) {
+                return Err(SchemaError::field(
+                    "ts",
+                    format!(
+                        "{ts} is more than events.max_age_s = {} s before the receiver's \
+                         clock ({reference_ms}); is it in seconds?",
+                        self.max_age_s
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a parsed event's `weight` and `ts`.
+    pub fn check(&self, event: &Event, reference_ms: i64) -> Result<()> {
+        if event.weight > self.max_weight {
+            return Err(SchemaError::field(
+                "weight",
+                format!(
+                    "{} is above events.max_weight = {}",
+                    event.weight, self.max_weight
+                ),
+            ));
+        }
+        self.check_ts(event.ts, reference_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A validated interaction of a user with an item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -20,7 +127,8 @@ pub struct Event {
     pub item_id: String,
     /// `view`, `click`, `purchase`, ...; `interaction` when the producer does not say.
     pub kind: String,
-    /// Strength of the signal; finite. Defaults by kind (see [`default_weight`]).
+    /// Strength of the signal; above 0 and at most [`EventLimits::max_weight`]. Defaults
+    /// by kind (see [`default_weight`]).
     pub weight: f32,
     /// Milliseconds since the Unix epoch.
     pub ts: i64,
@@ -69,6 +177,12 @@ impl Event {
                 let w32 = w as f32;
                 if !w.is_finite() || !w32.is_finite() {
                     return Err(SchemaError::field("weight", "must be a finite number"));
+                }
+                if w32 <= 0.0 {
+                    return Err(SchemaError::field(
+                        "weight",
+                        format!("must be above 0, got {w}"),
+                    ));
                 }
                 w32
             }
@@ -222,6 +336,63 @@ mod tests {
         let mut e = parse(r#"{"user_id":"u","item_id":"i"}"#).unwrap();
         e.weight = f32::NAN;
         assert_eq!(e.validate().unwrap_err().field_name(), Some("weight"));
+    }
+
+    #[test]
+    fn rejects_weight_that_is_not_positive() {
+        for w in ["0", "-1", "-0.5"] {
+            let json = format!(r#"{{"user_id":"u","item_id":"i","weight":{w}}}"#);
+            assert_eq!(field_of(&json), "weight", "{w}");
+        }
+    }
+
+    #[test]
+    fn limits_bound_weight_and_both_sides_of_ts() {
+        let limits = EventLimits::default();
+        let now = 1_767_225_600_000; // 2026-01-01
+        let event = |weight: f32, ts: i64| Event {
+            weight,
+            ts,
+            ..parse(r#"{"user_id":"u","item_id":"i"}"#).unwrap()
+        };
+        limits.check(&event(100.0, now), now).unwrap();
+        limits.check(&event(1.0, now + 600_000), now).unwrap();
+        limits
+            .check(&event(1.0, now - 30 * 86_400_000), now)
+            .unwrap();
+        let named = |e: Event| limits.check(&e, now).unwrap_err().to_string();
+        assert!(named(event(101.0, now)).contains("events.max_weight"));
+        // Microseconds and seconds: the two usual wrong units.
+        assert!(named(event(1.0, now * 1000)).contains("events.max_future_s"));
+        assert!(named(event(1.0, now / 1000)).contains("events.max_age_s"));
+        assert_eq!(
+            limits
+                .check(&event(1.0, i64::MAX), now)
+                .unwrap_err()
+                .field_name(),
+            Some("ts")
+        );
+        // Replays take any past time, not the future; the reference is the earlier of
+        // clock and message.
+        EventLimits::replay().check(&event(1.0, 5), now).unwrap();
+        assert!(
+            EventLimits::replay()
+                .check(&event(1.0, now * 1000), now)
+                .is_err()
+        );
+        assert_eq!(EventLimits::reference(now, Some(now - 5)), now - 5);
+        assert_eq!(EventLimits::reference(now, Some(i64::MAX)), now);
+        assert_eq!(EventLimits::reference(now, None), now);
+        let bad = EventLimits {
+            max_weight: 0.0,
+            ..limits
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("events.max_weight")
+        );
     }
 
     #[test]

@@ -14,6 +14,6 @@ pub mod item;
 pub mod kafka;
 
 pub use error::{Result, SchemaError};
-pub use event::Event;
+pub use event::{Event, EventLimits};
 pub use item::ItemMeta;
 pub use kafka::{KafkaClient, KafkaConfig};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use recsys_index::IndexConfig;
-use recsys_schemas::KafkaConfig;
+use recsys_schemas::{EventLimits, KafkaConfig};
 use recsys_serving::replica::{Replica, init_tracing, shutdown_signal};
 use recsys_serving::{ServingConfig, StoreConfig};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,7 @@ enum Command {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ServeConfig {
+    events: EventLimits,
     index: IndexConfig,
     kafka: KafkaConfig,
     serving: ServingConfig,
@@ -54,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         recsys_schemas::config::load_layered(cli.config.as_deref(), std::env::vars())?;
     cfg.index.validate()?;
     cfg.serving.validate()?;
+    cfg.events.validate()?;
     recsys_serving::kafka::check(&cfg.kafka)?;
     if let Some(Command::Config) = cli.command {
         print!("{}", toml::to_string_pretty(&cfg)?);
@@ -64,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         index: cfg.index,
         kafka: cfg.kafka,
         store: cfg.store,
+        events: cfg.events,
     }
     .run(shutdown_signal())
     .await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use recsys_index::IndexConfig;
-use recsys_schemas::KafkaConfig;
+use recsys_schemas::{EventLimits, KafkaConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -25,6 +25,8 @@ pub struct Replica {
     pub kafka: KafkaConfig,
     /// `[store]`: the Redis URL and its TLS files.
     pub store: StoreConfig,
+    /// `[events]`: the bounds on what `POST /v1/events` accepts.
+    pub events: EventLimits,
 }
 
 impl Replica {
@@ -68,7 +70,8 @@ impl Replica {
         let bind = cfg.bind.clone();
         let state = AppState::new(catalog, Arc::new(reader), cfg, follow)
             .map_err(|e| ServingError::Config(format!("serving.search_threads: {e}")))?
-            .with_events(Arc::new(events));
+            .with_events(Arc::new(events))
+            .with_event_limits(self.events);
         let (server, addr) = crate::start(state).map_err(|e| {
             ServingError::Config(format!("serving.bind: cannot listen on {bind}: {e}"))
         })?;

@@ -95,6 +95,7 @@ pub async fn archive(a: ArchiveArgs, cfg: &Config) -> anyhow::Result<()> {
         until_caught_up: a.until_caught_up,
         flush_events: a.flush_events.max(1),
         flush_interval: std::time::Duration::from_secs(a.flush_interval_s.max(1)),
+        limits: cfg.events,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

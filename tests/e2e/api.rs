@@ -237,6 +237,18 @@ async fn every_endpoint_bad_inputs_auth_limits_and_a_redis_outage() {
         assert_eq!(r.status, 400);
         let err = r.json().unwrap()["error"].as_str().unwrap().to_owned();
         assert!(err.contains("events[1]") && err.contains("user_id"), "{err}");
+        // One event may not reach beyond itself: no far-future time, no huge weight.
+        for (bad, field) in [
+            (&br#"{"user_id":"bob","item_id":"i1","ts":99999999999999999}"#[..], "ts"),
+            (br#"{"user_id":"bob","item_id":"i1","ts":1767225}"#, "ts"),
+            (br#"{"user_id":"bob","item_id":"i1","weight":1e30}"#, "weight"),
+            (br#"{"user_id":"bob","item_id":"i1","weight":0}"#, "weight"),
+        ] {
+            let r = a.call("POST", "/v1/events", Some(WRITE), Some(bad));
+            assert_eq!(r.status, 400);
+            let err = r.json().unwrap()["error"].as_str().unwrap().to_owned();
+            assert!(err.contains(&format!("`{field}`")), "{err}");
+        }
         let big = vec![b' '; 5000];
         let r = a.call("POST", "/v1/events", Some(WRITE), Some(&big));
         assert_eq!(r.status, 413);

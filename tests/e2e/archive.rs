@@ -53,7 +53,11 @@ async fn kill_and_catch_up(broker: BrokerKind) {
     let config = dir.path().join("recsys.toml");
     std::fs::write(
         &config,
-        format!("[trainer]\nbrokers = \"{}\"\n", kafka.bootstrap_servers()),
+        // The generator's history is from January 2026: no bound on age.
+        format!(
+            "[trainer]\nbrokers = \"{}\"\n[events]\nmax_age_s = 0\n",
+            kafka.bootstrap_servers()
+        ),
     )
     .unwrap();
 
@@ -97,7 +101,7 @@ async fn kill_and_catch_up(broker: BrokerKind) {
     assert_eq!(
         count,
         data.train.len(),
-        "every valid event once (3 malformed skipped)"
+        "every valid event once (5 malformed skipped)"
     );
     let produced: HashSet<String> = data
         .train

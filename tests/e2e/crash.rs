@@ -86,7 +86,7 @@ async fn kill_and_resume(broker: BrokerKind, model_toml: &str) {
         format!(
             "[trainer]\nbrokers = \"{}\"\nbatch_size = 128\nbatch_timeout_ms = 50\n\
              checkpoint_dir = \"{}\"\ncheckpoint_interval_ms = 150\n\
-             admin_bind = \"127.0.0.1:0\"\n[store]\nredis_url = \"{}\"\n{model_toml}\n\
+             admin_bind = \"127.0.0.1:0\"\n[events]\nmax_age_s = 0\n[store]\nredis_url = \"{}\"\n{model_toml}\n\
              [kafka]\n{}",
             kafka.bootstrap_servers(),
             ckpt.display(),
@@ -158,5 +158,5 @@ async fn kill_and_resume(broker: BrokerKind, model_toml: &str) {
         total(&meta.applied) + total(&meta.skipped),
         data.train.len() as u64
     );
-    assert_eq!(total(&meta.dead_lettered), 3);
+    assert_eq!(total(&meta.dead_lettered), 5);
 }

@@ -245,6 +245,8 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
         until_caught_up: true,
         flush_events: 5_000,
         flush_interval: Duration::from_secs(1),
+        // The generator's history is from January 2026.
+        limits: recsys_schemas::EventLimits::replay(),
     };
     tokio::task::spawn_blocking(move || recsys_trainer::archive::run(&opts, &|| false))
         .await
@@ -254,7 +256,11 @@ async fn online_trainer_follows_a_retrain_and_replays_after_its_cutoff() {
     assert_eq!(cutoff, ends(&brokers, "events", 2));
 
     // The online trainer (and serving) evolve generation 1 over the whole stream.
-    let mut cfg = Config::default();
+    // The generator's history is from January 2026: no bound on how old an event is.
+    let mut cfg = Config {
+        events: recsys_schemas::EventLimits::replay(),
+        ..Config::default()
+    };
     cfg.trainer.brokers = brokers.clone();
     cfg.trainer.batch_size = 256;
     cfg.trainer.publish_interval_ms = 100;

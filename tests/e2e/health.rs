@@ -118,7 +118,7 @@ async fn broker_down_and_back(and_back: bool) {
         &config,
         format!(
             "[trainer]\nbrokers = \"{brokers}\"\nadmin_bind = \"{admin}\"\nbatch_size = 128\n\
-             publish_interval_ms = 200\n[store]\nredis_url = \"{}\"\n",
+             publish_interval_ms = 200\n[events]\nmax_age_s = 0\n[store]\nredis_url = \"{}\"\n",
             redis.url()
         ),
     )

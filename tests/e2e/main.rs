@@ -41,7 +41,7 @@ use recsys::embedded::{BrokerKind, TestBroker};
 use recsys_engine::synth::{SynthConfig, SynthData};
 
 /// A broker of `kind` with the default topics (2 event partitions) and `synth`'s training
-/// stream produced into `events`, plus 3 malformed messages. Returns the broker, the data
+/// stream produced into `events`, plus 5 malformed messages (3 broken, 2 out of bounds). Returns the broker, the data
 /// and the number of messages sent.
 async fn broker_with_stream(
     kind: BrokerKind,
@@ -54,7 +54,7 @@ async fn broker_with_stream(
     let sent = {
         let (brokers, data) = (kafka.bootstrap_servers().to_owned(), data.clone());
         let kafka_cfg = kafka.kafka_config();
-        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 3, None))
+        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 5, None))
             .await
             .unwrap()
             .unwrap()

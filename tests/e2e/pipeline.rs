@@ -26,7 +26,11 @@ on_both_brokers!(events_to_recommendations_over_http => over_http);
 
 async fn over_http(broker: BrokerKind) {
     let redis = RedisServer::start();
-    let mut cfg = Config::default();
+    // The generator's history is from January 2026: no bound on how old an event is.
+    let mut cfg = Config {
+        events: recsys_schemas::EventLimits::replay(),
+        ..Config::default()
+    };
     let kafka = TestBroker::start(broker, &topics(&cfg, 2)).await.unwrap();
     cfg.trainer.brokers = kafka.bootstrap_servers().to_owned();
     cfg.kafka = kafka.kafka_config();
@@ -50,12 +54,12 @@ async fn over_http(broker: BrokerKind) {
     let sent = {
         let (brokers, data) = (cfg.trainer.brokers.clone(), data.clone());
         let kafka_cfg = cfg.kafka.clone();
-        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 3, None))
+        tokio::task::spawn_blocking(move || produce(&kafka_cfg, &brokers, "events", &data, 5, None))
             .await
             .unwrap()
             .unwrap()
     };
-    assert_eq!(sent, data.train.len() + 3);
+    assert_eq!(sent, data.train.len() + 5);
 
     let writer: Arc<dyn UserVectorSink> = Arc::new(
         RedisUserVectorSink::connect(&redis.url(), 3600, cfg.trainer.history_len)
@@ -131,7 +135,7 @@ async fn over_http(broker: BrokerKind) {
             .stats
             .events_rejected
             .load(std::sync::atomic::Ordering::Relaxed),
-        3
+        5
     );
     assert_eq!(
         pipeline
@@ -236,7 +240,7 @@ async fn over_http(broker: BrokerKind) {
     .await
     .unwrap();
 
-    // The three malformed messages are in the dead-letter topic with their provenance.
+    // The five malformed messages are in the dead-letter topic with their provenance.
     let dlq: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())
         .set("group.id", "dlq-reader")
@@ -245,7 +249,7 @@ async fn over_http(broker: BrokerKind) {
         .unwrap();
     dlq.subscribe(&["events-dlq"]).unwrap();
     let mut reasons = Vec::new();
-    while reasons.len() < 3 {
+    while reasons.len() < 5 {
         let msg = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
             .await
             .expect("dead letters arrive")
@@ -267,6 +271,14 @@ async fn over_http(broker: BrokerKind) {
     assert!(reasons.iter().any(|r| r.contains("`ts`")), "{reasons:?}");
     assert!(
         reasons.iter().any(|r| r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("events.max_future_s")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("events.max_weight")),
         "{reasons:?}"
     );
     pipeline.shutdown().await.unwrap();
@@ -298,7 +310,11 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hidden_items_leave_index_and_popular_list_and_come_back() {
-    let mut cfg = Config::default();
+    // The generator's history is from January 2026: no bound on how old an event is.
+    let mut cfg = Config {
+        events: recsys_schemas::EventLimits::replay(),
+        ..Config::default()
+    };
     let kafka = EmbeddedKafka::start(&topics(&cfg, 2)).unwrap();
     let brokers = kafka.bootstrap_servers().to_owned();
     cfg.trainer.brokers = brokers.clone();

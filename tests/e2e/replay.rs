@@ -22,7 +22,11 @@ fn parts(m: &Model) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_learns_bit_for_bit_what_the_kafka_loop_learns() {
-    let mut cfg = Config::default();
+    // The generator's history is from January 2026: no bound on how old an event is.
+    let mut cfg = Config {
+        events: recsys_schemas::EventLimits::replay(),
+        ..Config::default()
+    };
     // One partition, so the loop reads the stream in the order it was produced; full
     // batches (a long timeout) but the last.
     let kafka = EmbeddedKafka::start(&topics(&cfg, 1)).unwrap();

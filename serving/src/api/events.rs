@@ -64,9 +64,7 @@ pub(super) async fn post_events(
             objects.len()
         )));
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = recsys_schemas::event::now_ms();
     let mut messages = Vec::with_capacity(objects.len());
     for (i, obj) in objects.iter().enumerate() {
         let at = if single {
@@ -80,6 +78,7 @@ pub(super) async fn post_events(
             )));
         };
         let event = Event::from_map(map, now_ms)
+            .and_then(|e| state.event_limits.check(&e, now_ms).map(|()| e))
             .map_err(|e| ServingError::BadRequest(format!("{at}{e}")))?;
         messages.push((event.user_id.clone(), event.to_json()));
     }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use recsys_schemas::EventLimits;
+
 use crate::ServingConfig;
 use crate::catalog::CatalogHolder;
 use crate::events::EventSink;
@@ -23,6 +25,8 @@ pub struct AppState {
     pub events: Option<Arc<dyn EventSink>>,
     pub metrics: Metrics,
     pub event_limiter: RateLimiter,
+    /// The bounds on an accepted event's weight and time (`[events]`).
+    pub event_limits: EventLimits,
     /// Another part of the process whose metrics and readiness the server reports too
     /// (the all-in-one process: the trainer).
     pub companion: Option<Arc<dyn Companion>>,
@@ -55,6 +59,7 @@ impl AppState {
             events: None,
             metrics: Metrics::default(),
             event_limiter,
+            event_limits: EventLimits::default(),
             companion: None,
         })
     }
@@ -62,6 +67,12 @@ impl AppState {
     /// Reports `companion`'s metrics and readiness checks beside the server's own.
     pub fn with_companion(mut self, companion: Arc<dyn Companion>) -> Self {
         self.companion = Some(companion);
+        self
+    }
+
+    /// Bounds `POST /v1/events` by `limits` (`[events]`).
+    pub fn with_event_limits(mut self, limits: EventLimits) -> Self {
+        self.event_limits = limits;
         self
     }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use recsys_schemas::{Event, KafkaClient, KafkaConfig};
+use recsys_schemas::event::now_ms;
+use recsys_schemas::{Event, EventLimits, KafkaClient, KafkaConfig};
 use serde::Serialize;
 
 use super::layout::{Pending, committed, day_of, flush, recover};
@@ -27,6 +28,8 @@ pub struct ArchiveOptions {
     pub until_caught_up: bool,
     pub flush_events: usize,
     pub flush_interval: Duration,
+    /// `[events]`: the archive keeps what the trainer would train on, by the same rule.
+    pub limits: EventLimits,
 }
 
 /// What an archive run did.
@@ -105,10 +108,14 @@ pub fn run(opts: &ArchiveOptions, stop: &dyn Fn() -> bool) -> Result<ArchiveRepo
             let msg = msg?;
             let p = msg.partition();
             position.insert(p, msg.offset() + 1);
-            let fallback_ts = msg.timestamp().to_millis().unwrap_or(0);
+            let reference = EventLimits::reference(now_ms(), msg.timestamp().to_millis());
             let parsed = msg
                 .payload()
-                .map(|b| Event::from_json(b, fallback_ts).map_err(|e| e.to_string()))
+                .map(|b| {
+                    Event::from_json(b, reference)
+                        .and_then(|e| opts.limits.check(&e, reference).map(|()| e))
+                        .map_err(|e| e.to_string())
+                })
                 .unwrap_or_else(|| Err("empty message".into()));
             let slot = pending.entry(p).or_default();
             slot.first.get_or_insert(msg.offset());

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use recsys_schemas::{Event, ItemMeta};
+use recsys_schemas::event::now_ms;
+use recsys_schemas::{Event, EventLimits, ItemMeta};
 use tracing::warn;
 
 /// Sends a message that failed to parse or validate to the dead-letter topic `topic`,
@@ -53,21 +54,32 @@ pub(super) async fn reject(
     }
 }
 
-/// Parses an `items` message; the error is the dead-letter reason.
-pub(super) fn parse_item(msg: &BorrowedMessage<'_>) -> Result<ItemMeta, String> {
-    let payload = msg.payload().ok_or_else(|| "empty message".to_owned())?;
-    let default_ts = msg.timestamp().to_millis().unwrap_or(0);
-    ItemMeta::from_json(payload, default_ts).map_err(|e| e.to_string())
+/// The reference time of `msg` for the `ts` window: the earlier of the wall clock and the
+/// message's timestamp.
+fn reference(msg: &BorrowedMessage<'_>) -> i64 {
+    EventLimits::reference(now_ms(), msg.timestamp().to_millis())
 }
 
-/// Parses a Kafka message into a validated event; the error is the dead-letter reason.
-pub(super) fn parse(msg: &BorrowedMessage<'_>) -> Result<Event, String> {
+/// Parses an `items` message; the error is the dead-letter reason.
+pub(super) fn parse_item(
+    msg: &BorrowedMessage<'_>,
+    limits: &EventLimits,
+) -> Result<ItemMeta, String> {
     let payload = msg.payload().ok_or_else(|| "empty message".to_owned())?;
-    let default_ts = msg.timestamp().to_millis().unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    });
-    Event::from_json(payload, default_ts).map_err(|e| e.to_string())
+    let reference = reference(msg);
+    let meta = ItemMeta::from_json(payload, reference).map_err(|e| e.to_string())?;
+    limits
+        .check_ts(meta.ts, reference)
+        .map_err(|e| e.to_string())?;
+    Ok(meta)
+}
+
+/// Parses a Kafka message into a validated event within `limits`; the error is the
+/// dead-letter reason.
+pub(super) fn parse(msg: &BorrowedMessage<'_>, limits: &EventLimits) -> Result<Event, String> {
+    let payload = msg.payload().ok_or_else(|| "empty message".to_owned())?;
+    let reference = reference(msg);
+    let event = Event::from_json(payload, reference).map_err(|e| e.to_string())?;
+    limits.check(&event, reference).map_err(|e| e.to_string())?;
+    Ok(event)
 }

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use recsys_engine::model::Model;
 use recsys_index::IndexConfig;
-use recsys_schemas::{Event, KafkaClient, KafkaConfig};
+use recsys_schemas::{Event, EventLimits, KafkaClient, KafkaConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -38,6 +38,8 @@ pub struct OnlineTrainer {
     pub(super) stats: Arc<TrainerStats>,
     /// How snapshot indexes are built (`trainer.snapshot_dir` turns snapshots on).
     pub(super) index_cfg: IndexConfig,
+    /// The bounds on an event's weight and time (`[events]`).
+    pub(super) limits: EventLimits,
     pub(super) progress: Progress,
     /// When the first event of the batch being filled arrived.
     pub(super) batch_arrived: Option<Instant>,
@@ -67,6 +69,7 @@ impl OnlineTrainer {
             items,
             stats: Arc::new(TrainerStats::default()),
             index_cfg: IndexConfig::default(),
+            limits: EventLimits::default(),
             progress: Progress::default(),
             batch_arrived: None,
             unpublished_since: None,
@@ -76,6 +79,13 @@ impl OnlineTrainer {
     /// How the indexes of base snapshots are built (the serving side's `[index]`).
     pub fn with_index_config(mut self, index_cfg: IndexConfig) -> Self {
         self.index_cfg = index_cfg;
+        self
+    }
+
+    /// The bounds on an event's weight and time (`[events]`; replays of history need
+    /// [`EventLimits::replay`]).
+    pub fn with_event_limits(mut self, limits: EventLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -160,7 +170,7 @@ impl OnlineTrainer {
                 received = tokio::time::timeout(wait.max(Duration::from_millis(1)), consumer.recv()) => {
                     match received {
                         Ok(Ok(msg)) if msg.topic() == self.cfg.items_topic => {
-                            match parse_item(&msg) {
+                            match parse_item(&msg, &self.limits) {
                                 Ok(meta) => self.item_meta(meta)?,
                                 Err(reason) => {
                                     self.stats.item_updates_rejected.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +180,7 @@ impl OnlineTrainer {
                         }
                         Ok(Ok(msg)) => {
                             let (partition, offset) = (msg.partition(), msg.offset());
-                            match parse(&msg) {
+                            match parse(&msg, &self.limits) {
                                 Ok(event) => {
                                     if batch.is_empty() {
                                         batch_started = Instant::now();
