@@ -97,6 +97,21 @@ impl EventLimits {
         Ok(())
     }
 
+    /// Parses and validates one event (see [`Event::from_json`]), then checks it against
+    /// these bounds: what every entry point that reads events from Kafka calls.
+    pub fn parse(&self, bytes: &[u8], reference_ms: i64) -> Result<Event> {
+        let event = Event::from_json(bytes, reference_ms)?;
+        self.check(&event, reference_ms)?;
+        Ok(event)
+    }
+
+    /// The same for an already-parsed JSON object (`POST /v1/events`).
+    pub fn parse_map(&self, map: &Map<String, Value>, reference_ms: i64) -> Result<Event> {
+        let event = Event::from_map(map, reference_ms)?;
+        self.check(&event, reference_ms)?;
+        Ok(event)
+    }
+
     /// Checks a parsed event's `weight` and `ts`.
     pub fn check(&self, event: &Event, reference_ms: i64) -> Result<()> {
         if event.weight > self.max_weight {

@@ -275,8 +275,12 @@ pub fn catalog_gauges(catalog: &Catalog, f: &FollowStatus) -> Vec<Gauge> {
         ),
         (
             "recsys_ready",
-            "1 once caught up with the item-vector topic.",
-            if f.is_ready() { 1.0 } else { 0.0 },
+            "1 once caught up with the item-vector topic, with no change dropped.",
+            if f.is_ready() && f.is_complete() {
+                1.0
+            } else {
+                0.0
+            },
         ),
         (
             "recsys_item_vectors_applied",

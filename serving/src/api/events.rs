@@ -77,8 +77,9 @@ pub(super) async fn post_events(
                 "{at}an event must be a JSON object"
             )));
         };
-        let event = Event::from_map(map, now_ms)
-            .and_then(|e| state.event_limits.check(&e, now_ms).map(|()| e))
+        let event = state
+            .event_limits
+            .parse_map(map, now_ms)
             .map_err(|e| ServingError::BadRequest(format!("{at}{e}")))?;
         messages.push((event.user_id.clone(), event.to_json()));
     }

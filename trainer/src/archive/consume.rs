@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use recsys_schemas::event::now_ms;
-use recsys_schemas::{Event, EventLimits, KafkaClient, KafkaConfig};
+use recsys_schemas::{EventLimits, KafkaClient, KafkaConfig};
 use serde::Serialize;
 
 use super::layout::{Pending, committed, day_of, flush, recover};
@@ -111,11 +111,7 @@ pub fn run(opts: &ArchiveOptions, stop: &dyn Fn() -> bool) -> Result<ArchiveRepo
             let reference = EventLimits::reference(now_ms(), msg.timestamp().to_millis());
             let parsed = msg
                 .payload()
-                .map(|b| {
-                    Event::from_json(b, reference)
-                        .and_then(|e| opts.limits.check(&e, reference).map(|()| e))
-                        .map_err(|e| e.to_string())
-                })
+                .map(|b| opts.limits.parse(b, reference).map_err(|e| e.to_string()))
                 .unwrap_or_else(|| Err("empty message".into()));
             let slot = pending.entry(p).or_default();
             slot.first.get_or_insert(msg.offset());

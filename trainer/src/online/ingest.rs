@@ -78,8 +78,7 @@ pub(super) fn parse_item(
 /// dead-letter reason.
 pub(super) fn parse(msg: &BorrowedMessage<'_>, limits: &EventLimits) -> Result<Event, String> {
     let payload = msg.payload().ok_or_else(|| "empty message".to_owned())?;
-    let reference = reference(msg);
-    let event = Event::from_json(payload, reference).map_err(|e| e.to_string())?;
-    limits.check(&event, reference).map_err(|e| e.to_string())?;
-    Ok(event)
+    limits
+        .parse(payload, reference(msg))
+        .map_err(|e| e.to_string())
 }
